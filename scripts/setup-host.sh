@@ -1,0 +1,89 @@
+#!/bin/sh
+# setup-host.sh prepares a Debian/Ubuntu box (run as root) for rootless Podman
+# and for Outpost's tests: installs Podman and its helpers from the
+# distribution, makes /dev/net/tun usable by unprivileged users, and creates
+# the unprivileged user the tests run Podman as. Idempotent.
+set -eu
+
+TEST_USER="${OUTPOST_TEST_USER:-outpost-test}"
+
+log() { printf 'setup-host: %s\n' "$*" >&2; }
+
+need_pkgs() {
+	missing=""
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+	done
+	printf '%s' "$missing"
+}
+
+install_packages() {
+	missing=$(need_pkgs podman runc uidmap slirp4netns fuse-overlayfs busybox-static iproute2 ${EXTRA_PACKAGES:-})
+	if [ -n "$missing" ]; then
+		log "installing:$missing"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+	fi
+}
+
+fix_tun() {
+	if [ ! -e /dev/net/tun ]; then
+		mkdir -p /dev/net
+		mknod /dev/net/tun c 10 200
+	fi
+	# Rootless networking (slirp4netns) opens /dev/net/tun as the user;
+	# ordinary distributions ship it 0666.
+	chmod 0666 /dev/net/tun
+}
+
+make_user() {
+	if ! id "$TEST_USER" >/dev/null 2>&1; then
+		log "creating user $TEST_USER"
+		useradd -m -s /bin/sh "$TEST_USER"
+	fi
+	for f in /etc/subuid /etc/subgid; do
+		touch "$f"
+		if ! grep -q "^$TEST_USER:" "$f"; then
+			# Pick a range above every range already handed out.
+			start=$(awk -F: 'BEGIN{m=100000}{e=$2+$3; if(e>m)m=e}END{print m}' "$f")
+			echo "$TEST_USER:$start:65536" >>"$f"
+		fi
+	done
+	uid=$(id -u "$TEST_USER")
+	home=$(getent passwd "$TEST_USER" | cut -d: -f6)
+	mkdir -p "/run/user/$uid"
+	chown "$TEST_USER:" "/run/user/$uid"
+	chmod 0700 "/run/user/$uid"
+	mkdir -p "$home/.config/containers"
+	# Overlay storage instead of the slow vfs fallback.
+	if [ ! -f "$home/.config/containers/storage.conf" ]; then
+		printf '[storage]\ndriver = "overlay"\n' >"$home/.config/containers/storage.conf"
+	fi
+	# The plain podman CLI (used by tests and benchmark peers) needs the same
+	# host fit that Outpost generates for its own podman service.
+	nofile=$(ulimit -Hn)
+	[ "$nofile" = unlimited ] && nofile=1048576
+	[ "$nofile" -gt 65536 ] && nofile=65536
+	runtime=runc
+	[ -f /sys/fs/cgroup/cgroup.controllers ] && command -v crun >/dev/null 2>&1 && runtime=crun
+	cat >"$home/.config/containers/containers.conf" <<CONF
+[containers]
+default_ulimits = ["nofile=$nofile:$nofile", "nproc=4096:4096"]
+[engine]
+runtime = "$runtime"
+CONF
+	chown -R "$TEST_USER:" "$home/.config"
+}
+
+main() {
+	if [ "$(id -u)" -ne 0 ]; then
+		log "must run as root"
+		exit 1
+	fi
+	install_packages
+	fix_tun
+	make_user
+	log "ready: rootless Podman works for user $TEST_USER"
+}
+
+main "$@"
