@@ -1,0 +1,133 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/outpostdev/outpost/appliance/compose"
+	"github.com/outpostdev/outpost/appliance/daemon"
+	"github.com/outpostdev/outpost/appliance/demo"
+	"github.com/outpostdev/outpost/appliance/model"
+	assets "github.com/outpostdev/outpost/embed"
+)
+
+// defaultFiles are looked for in the working directory when no -f is given,
+// in Compose's order.
+var defaultFiles = []string{"compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"}
+
+// demoFile is the embedded demo appliance's Compose file.
+const demoFile = "demo/compose.yml"
+
+// defOptions are the flags that select an appliance definition.
+type defOptions struct {
+	files    []string
+	envFiles []string
+	profiles []string
+	name     string
+}
+
+func (o *defOptions) register(fs *pflag.FlagSet) {
+	fs.StringArrayVarP(&o.files, "file", "f", nil, "Compose file (repeat to merge in order)")
+	fs.StringArrayVar(&o.envFiles, "env-file", nil, "environment file for interpolation (default .env beside the first file)")
+	fs.StringArrayVar(&o.profiles, "profile", nil, "Compose profile to activate (repeatable)")
+	fs.StringVarP(&o.name, "name", "n", "", "appliance name (overrides x-outpost.name)")
+}
+
+func (o *defOptions) given() bool { return len(o.files) > 0 }
+
+// loaded is a definition with where it came from.
+type loaded struct {
+	app  *model.Appliance
+	demo bool
+}
+
+// load reads the definition: the -f files, else a Compose file in the
+// working directory, else the embedded demo appliance.
+func (o *defOptions) load(ctx context.Context, g *globals) (*loaded, error) {
+	opts := compose.Options{Files: o.files, EnvFiles: o.envFiles, Profiles: o.profiles, ProjectName: o.name, Environ: environ()}
+	if len(opts.Files) == 0 {
+		for _, f := range defaultFiles {
+			if _, err := os.Stat(f); err == nil {
+				opts.Files = []string{f}
+				break
+			}
+		}
+	}
+	var (
+		app      *model.Appliance
+		warnings []compose.Warning
+		err      error
+		isDemo   bool
+	)
+	if len(opts.Files) == 0 {
+		data, rerr := assets.FS.ReadFile(demoFile)
+		if rerr != nil {
+			return nil, fmt.Errorf("reading embedded demo: %w", rerr)
+		}
+		fmt.Fprintln(g.streams.Err, "no -f given and no compose.yaml here: using the embedded demo appliance")
+		app, warnings, err = compose.LoadBytes(ctx, "embedded:"+demoFile, data, opts)
+		isDemo = true
+	} else {
+		app, warnings, err = compose.Load(ctx, opts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(g.streams.Err, "warning:", w.String())
+	}
+	return &loaded{app: app, demo: isDemo}, nil
+}
+
+// prepare makes what a definition needs locally available (the demo image).
+func (l *loaded) prepare(ctx context.Context, env *daemon.Env) error {
+	if !l.demo {
+		return nil
+	}
+	if _, err := demo.EnsureImage(ctx, env.Engine, demo.DefaultImage, "", env.Log); err != nil {
+		return fmt.Errorf("building the demo image offline: %w", err)
+	}
+	return nil
+}
+
+func environ() map[string]string {
+	m := map[string]string{}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return m
+}
+
+// deployed resolves which deployed appliance a command acts on: the one the
+// definition flags name, or the only one in the store.
+func (o *defOptions) deployed(ctx context.Context, g *globals, env *daemon.Env) (*model.Appliance, error) {
+	name := o.name
+	if name == "" && o.given() {
+		l, err := o.load(ctx, g)
+		if err != nil {
+			return nil, err
+		}
+		name = l.app.Name
+	}
+	if name == "" {
+		names, err := env.Store.Appliances(ctx)
+		if err != nil {
+			return nil, err
+		}
+		switch len(names) {
+		case 0:
+			return nil, daemon.ErrNoAppliance
+		case 1:
+			name = names[0]
+		default:
+			return nil, fmt.Errorf("several appliances are deployed here (%s); choose one with --name", strings.Join(names, ", "))
+		}
+	}
+	app, _, err := env.Runtime.Deployed(ctx, name)
+	return app, err
+}

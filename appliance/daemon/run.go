@@ -1,0 +1,183 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/outpostdev/outpost/appliance/model"
+	"github.com/outpostdev/outpost/appliance/runtime"
+)
+
+// RunOptions configure Run.
+type RunOptions struct {
+	// UpTimeout bounds the initial start; 0: no bound beyond health rules.
+	UpTimeout time.Duration
+	// Progress receives start progress lines (also sent to systemd as STATUS=).
+	Progress runtime.ProgressFunc
+}
+
+// Daemon is a running `outpost run`: it owns the appliance's supervision and
+// serves the control API.
+type Daemon struct {
+	env *Env
+
+	mu      sync.Mutex // serialises apply/down
+	app     *model.Appliance
+	cancel  context.CancelFunc
+	done    chan struct{}
+	started time.Time
+}
+
+// notify sends a state line to systemd when run under Type=notify; a no-op
+// elsewhere.
+func notify(state string) {
+	_, _ = sddaemon.SdNotify(false, state)
+}
+
+// Run starts the appliance health-gated, tells systemd READY only once every
+// service is healthy, supervises it, serves the control API on the runtime
+// directory's socket, and on ctx end stops the appliance gracefully in
+// reverse dependency order (containers are kept for the next start).
+func Run(ctx context.Context, env *Env, app *model.Appliance, opts RunOptions) error {
+	d := &Daemon{env: env, started: time.Now()}
+	ln, err := listenControl(env.Paths.SocketPath())
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: d.handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		_ = os.Remove(env.Paths.SocketPath())
+	}()
+	env.Log.Info("control API listening", "socket", env.Paths.SocketPath())
+
+	progress := func(svc, msg string) {
+		notify("STATUS=" + svc + ": " + msg)
+		if opts.Progress != nil {
+			opts.Progress(svc, msg)
+		}
+	}
+	if app != nil {
+		res, err := d.apply(ctx, app, runtime.UpOptions{Timeout: opts.UpTimeout, Progress: progress})
+		if err != nil {
+			notify("STATUS=start failed: " + firstLine(err.Error()))
+			return fmt.Errorf("starting appliance %s: %w", app.Name, err)
+		}
+		env.Log.Info("appliance healthy", "appliance", app.Name, "revision", res.Revision, "duration", res.Duration.Round(time.Millisecond))
+		notify(fmt.Sprintf("STATUS=%s healthy (revision %d)", app.Name, res.Revision))
+	} else {
+		notify("STATUS=no appliance deployed; waiting for `outpost up`")
+	}
+	notify("READY=1")
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("control API: %w", err)
+		}
+	}
+	notify("STOPPING=1")
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stopSupervision()
+	if d.app != nil {
+		// Stop within each service's own timeout, independent of ctx.
+		if err := env.Runtime.Stop(context.Background(), d.app, runtime.StopOptions{Progress: progress}); err != nil {
+			return fmt.Errorf("stopping appliance %s: %w", d.app.Name, err)
+		}
+	}
+	return nil
+}
+
+// apply reconciles to app and (re)starts supervision of it.
+func (d *Daemon) apply(ctx context.Context, app *model.Appliance, opts runtime.UpOptions) (*runtime.UpResult, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stopSupervision()
+	res, err := d.env.Runtime.Up(ctx, app, opts)
+	// Supervise whatever is deployed even after a failed start, so a
+	// service that crashes later is still restarted.
+	if err == nil {
+		d.app = app
+	}
+	if d.app != nil {
+		d.startSupervision(d.app)
+	}
+	return res, err
+}
+
+func (d *Daemon) down(ctx context.Context, app *model.Appliance, opts runtime.StopOptions) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stopSupervision()
+	if err := d.env.Runtime.Down(ctx, app, opts); err != nil {
+		return err
+	}
+	d.app = nil
+	return nil
+}
+
+func (d *Daemon) startSupervision(app *model.Appliance) {
+	sctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	d.cancel, d.done = cancel, done
+	go func() {
+		defer close(done)
+		_ = d.env.Runtime.Supervise(sctx, app)
+	}()
+}
+
+func (d *Daemon) stopSupervision() {
+	if d.cancel != nil {
+		d.cancel()
+		<-d.done
+		d.cancel, d.done = nil, nil
+	}
+}
+
+// listenControl listens on the control socket, replacing a stale one left
+// by a dead daemon and refusing to start beside a live one.
+func listenControl(path string) (net.Listener, error) {
+	if _, err := os.Stat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another outpost daemon is already serving %s; stop it first (`outpost stop`)", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing stale control socket %s: %w", path, err)
+		}
+	}
+	old := umask(0o177)
+	ln, err := net.Listen("unix", path)
+	umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listening on control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("restricting control socket %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+func firstLine(s string) string {
+	for i, c := range s {
+		if c == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
