@@ -367,6 +367,28 @@ func newVersionCmd(g *globals) *cobra.Command {
 	}
 }
 
+func newDemoImageCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:    "demo-image",
+		Short:  "Build the demo image offline from this binary and load it into Podman",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			env, err := g.openEnv(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			id, err := demo.EnsureImage(cmd.Context(), env.Engine, demo.DefaultImage, "", env.Log)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(g.streams.Out, demo.DefaultImage, id)
+			return nil
+		},
+	}
+}
+
 func newDemoRoleCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:                "demo-role ROLE [ARGS...]",

@@ -93,7 +93,7 @@ health-gated start, supervision, and state in SQLite.`,
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	root.AddCommand(
 		newUpCmd(g), newDownCmd(g), newStatusCmd(g), newLogsCmd(g), newEventsCmd(g),
-		newConfigCmd(g), newDoctorCmd(g), newRunCmd(g), newVersionCmd(g), newDemoRoleCmd(g),
+		newConfigCmd(g), newDoctorCmd(g), newRunCmd(g), newVersionCmd(g), newDemoRoleCmd(g), newDemoImageCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,88 @@
+# Outpost — make targets. `make` alone lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Build tags that let the Podman bindings build without cgo libraries.
+TAGS    := remote exclude_graphdriver_btrfs btrfs_noversion exclude_graphdriver_devicemapper containers_image_openpgp
+LDFLAGS := -s -w -X github.com/outpostdev/outpost/appliance/cli.Version=$(VERSION)
+BIN     := bin/outpost
+
+# Rootless Podman runs as an unprivileged user; as root, tests and the demo
+# run as this user (created by scripts/setup-host.sh).
+TEST_USER ?= outpost-test
+# Where binaries are copied so the unprivileged user can run them.
+RUN_DIR   ?= /tmp/outpost-run
+IS_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo yes)
+ifeq ($(IS_ROOT),yes)
+AS_USER = runuser -u $(TEST_USER) -- env HOME=/home/$(TEST_USER) XDG_RUNTIME_DIR=/run/user/$$(id -u $(TEST_USER)) PATH=/usr/local/bin:/usr/bin:/bin
+else
+AS_USER = env
+endif
+E2E_TIMEOUT ?= 25m
+
+.PHONY: help
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+.PHONY: setup
+setup: ## install Podman and host settings (root; idempotent)
+ifeq ($(IS_ROOT),yes)
+	@OUTPOST_TEST_USER=$(TEST_USER) sh scripts/setup-host.sh
+else
+	@echo "setup: not root; assuming rootless Podman is already set up (run 'sudo make setup' otherwise)"
+endif
+
+.PHONY: build
+build: ## build the static outpost binary into bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/outpost
+
+.PHONY: stage
+stage: build
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) test -c -tags "$(TAGS) e2e" -o bin/e2e.test ./e2e
+	CGO_ENABLED=0 $(GO) test -c -tags "$(TAGS) podmane2e" -o bin/podman.test ./appliance/engine/podman
+	@rm -rf $(RUN_DIR) && install -d -m 0755 $(RUN_DIR)
+	install -m 0755 $(BIN) bin/e2e.test bin/podman.test $(RUN_DIR)/
+
+.PHONY: unit
+unit: ## unit tests (no Podman needed)
+	CGO_ENABLED=0 $(GO) test -tags "$(TAGS)" -count=1 ./...
+
+.PHONY: e2e
+e2e: setup stage ## end-to-end tests against real rootless Podman
+	cd $(RUN_DIR) && $(AS_USER) ./podman.test -test.v -test.count=1 -test.timeout 10m
+	cd $(RUN_DIR) && $(AS_USER) OUTPOST_BIN=$(RUN_DIR)/outpost ./e2e.test -test.v -test.count=1 -test.timeout $(E2E_TIMEOUT)
+
+.PHONY: test
+test: setup vet unit e2e ## everything CI runs: setup, vet, unit and end-to-end tests
+
+.PHONY: vet
+vet: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	CGO_ENABLED=0 $(GO) vet -tags "$(TAGS)" ./...
+	CGO_ENABLED=0 $(GO) vet -tags "$(TAGS) e2e podmane2e" ./e2e ./appliance/engine/podman
+
+.PHONY: lint
+lint: vet ## alias of vet
+
+.PHONY: demo
+demo: setup build ## build and bring up the embedded demo appliance
+	@rm -rf $(RUN_DIR) && install -d -m 0755 $(RUN_DIR) && install -m 0755 $(BIN) $(RUN_DIR)/
+	cd $(RUN_DIR) && $(AS_USER) ./outpost up
+	@echo
+	@echo "The demo appliance is up (running rootless as $(if $(IS_ROOT),$(TEST_USER),$$USER)):"
+	@echo "  web front:  http://127.0.0.1:18000/"
+	@echo "  API:        http://127.0.0.1:18080/api/hello"
+	@echo "  status:     cd $(RUN_DIR) && $(AS_USER) ./outpost status"
+	@echo "  logs:       cd $(RUN_DIR) && $(AS_USER) ./outpost logs api"
+	@echo "  stop:       cd $(RUN_DIR) && $(AS_USER) ./outpost down   (volumes are kept)"
+
+.PHONY: bench
+bench: setup build ## start-up benchmark vs podman-compose (see docs/benchmarks.md)
+	@echo "bench: see bench/README.md"
+
+.PHONY: clean
+clean: ## remove build outputs
+	rm -rf bin $(RUN_DIR)
