@@ -74,7 +74,7 @@ demo: setup build ## build and bring up the embedded demo appliance
 	@echo
 	@echo "The demo appliance is up (running rootless as $(if $(IS_ROOT),$(TEST_USER),$$USER)):"
 	@echo "  web front:  http://127.0.0.1:18000/"
-	@echo "  API:        http://127.0.0.1:18080/api/hello"
+	@echo "  API:        http://127.0.0.1:18000/api/hello (through the web front)"
 	@echo "  status:     cd $(RUN_DIR) && $(AS_USER) ./outpost status"
 	@echo "  logs:       cd $(RUN_DIR) && $(AS_USER) ./outpost logs api"
 	@echo "  stop:       cd $(RUN_DIR) && $(AS_USER) ./outpost down   (volumes are kept)"

@@ -16,7 +16,7 @@ import (
 
 const (
 	demoName = "outpost-demo"
-	demoAPI  = "http://127.0.0.1:18080"
+	demoAPI  = "http://127.0.0.1:18000" // web forwards /api/* to the api service
 	demoWeb  = "http://127.0.0.1:18000"
 )
 

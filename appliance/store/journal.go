@@ -11,17 +11,17 @@ import (
 // Event is something that happened to an appliance, for `outpost events`.
 type Event struct {
 	// ID is assigned by AddEvent and grows with every event.
-	ID int64
+	ID int64 `json:"id"`
 	// Appliance is the appliance the event concerns.
-	Appliance string
+	Appliance string `json:"appliance"`
 	// Service is the service it concerns; empty for the whole appliance.
-	Service string
+	Service string `json:"service,omitempty"`
 	// Kind is a short dotted word, e.g. "container.restart". Required.
-	Kind string
+	Kind string `json:"kind"`
 	// Message is human-readable detail.
-	Message string
+	Message string `json:"message,omitempty"`
 	// At defaults to now; stored with nanosecond precision.
-	At time.Time
+	At time.Time `json:"at"`
 }
 
 // AddEvent records an event.
