@@ -21,6 +21,9 @@ type Appliance struct {
 	Services map[string]*Service `json:"services"`
 	// Volumes by Compose volume key.
 	Volumes map[string]*Volume `json:"volumes,omitempty"`
+	// VolumeMigrations copy data between volumes during an upgrade
+	// (x-outpost volumes.migrations), in declaration order.
+	VolumeMigrations []VolumeMigration `json:"volume_migrations,omitempty"`
 	// Networks by Compose network key. A "default" network is always present.
 	Networks map[string]*Network `json:"networks,omitempty"`
 	// Proxy configures the embedded Caddy; nil when the appliance has none.
@@ -79,8 +82,8 @@ type Service struct {
 	Name  string `json:"name"`
 	Image string `json:"image"`
 	// Command and Entrypoint override the image's; nil keeps the image's.
-	Command    []string          `json:"command,omitempty"`
-	Entrypoint []string          `json:"entrypoint,omitempty"`
+	Command    []string `json:"command,omitempty"`
+	Entrypoint []string `json:"entrypoint,omitempty"`
 	// Environment after env_file and interpolation; env_file values are merged in.
 	Environment map[string]string `json:"environment,omitempty"`
 	User        string            `json:"user,omitempty"`
@@ -208,6 +211,14 @@ type Volume struct {
 	Labels   map[string]string `json:"labels,omitempty"`
 	// Legacy marks a volume kept only for rollback (x-outpost volumes.legacy).
 	Legacy bool `json:"legacy,omitempty"`
+}
+
+// VolumeMigration copies the contents of one volume into another during an
+// upgrade; the source is verified and kept (usually as a legacy volume).
+type VolumeMigration struct {
+	// From and To are Compose volume keys.
+	From string `json:"from"`
+	To   string `json:"to"`
 }
 
 // Network is a named network.
