@@ -293,7 +293,7 @@ func newDoctorCmd(g *globals) *cobra.Command {
 				tw := tabwriter.NewWriter(g.streams.Out, 0, 4, 2, ' ', 0)
 				for _, c := range rep.Checks {
 					fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Status, c.Name, c.Detail)
-					if c.Fix != "" && c.Status != doctor.Pass {
+					if c.Fix != "" && c.Status != doctor.StatusPass {
 						fmt.Fprintf(tw, "\t\tfix: %s\n", c.Fix)
 					}
 				}
