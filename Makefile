@@ -52,7 +52,7 @@ unit: ## unit tests (no Podman needed)
 
 .PHONY: e2e
 e2e: setup stage ## end-to-end tests against real rootless Podman
-	cd $(RUN_DIR) && $(AS_USER) ./podman.test -test.v -test.count=1 -test.timeout 10m
+	cd $(RUN_DIR) && $(AS_USER) ./podman.test -test.run TestPodmanE2E -test.v -test.count=1 -test.timeout 10m
 	cd $(RUN_DIR) && $(AS_USER) OUTPOST_BIN=$(RUN_DIR)/outpost ./e2e.test -test.v -test.count=1 -test.timeout $(E2E_TIMEOUT)
 
 .PHONY: test
@@ -81,7 +81,17 @@ demo: setup build ## build and bring up the embedded demo appliance
 
 .PHONY: bench
 bench: setup build ## start-up benchmark vs podman-compose (see docs/benchmarks.md)
-	@echo "bench: see bench/README.md"
+ifeq ($(IS_ROOT),yes)
+	@command -v podman-compose >/dev/null 2>&1 || { echo "bench: installing podman-compose"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman-compose >/dev/null; }
+else
+	@command -v podman-compose >/dev/null 2>&1 || { echo "bench: podman-compose is missing (sudo apt-get install podman-compose)"; exit 1; }
+endif
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/bench-startup ./bench/startup
+	@install -d -m 0755 $(RUN_DIR) && rm -rf $(RUN_DIR)/bench && install -d -m 0755 $(RUN_DIR)/bench
+	install -m 0755 $(BIN) bin/bench-startup $(RUN_DIR)/bench/
+	install -m 0644 bench/startup/compose.yml $(RUN_DIR)/bench/
+	cd $(RUN_DIR)/bench && $(AS_USER) ./outpost demo-image
+	cd $(RUN_DIR)/bench && $(AS_USER) ./bench-startup -trace $(BENCH_FLAGS)
 
 .PHONY: clean
 clean: ## remove build outputs

@@ -47,10 +47,10 @@ type UpRequest struct {
 
 // StreamLine is one line of a streamed operation.
 type StreamLine struct {
-	Service string             `json:"service,omitempty"`
-	Message string             `json:"message,omitempty"`
-	Result  *runtime.UpResult  `json:"result,omitempty"`
-	Error   string             `json:"error,omitempty"`
+	Service string            `json:"service,omitempty"`
+	Message string            `json:"message,omitempty"`
+	Result  *runtime.UpResult `json:"result,omitempty"`
+	Error   string            `json:"error,omitempty"`
 }
 
 func (d *Daemon) handler() http.Handler {

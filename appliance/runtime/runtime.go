@@ -67,17 +67,17 @@ type UpResult struct {
 
 // ServiceState is what Outpost knows about one service right now.
 type ServiceState struct {
-	Service     string        `json:"service"`
-	Container   string        `json:"container"`
-	ContainerID string        `json:"container_id,omitempty"`
-	Image       string        `json:"image"`
-	State       string        `json:"state"`
-	Health      health.Status `json:"health"`
+	Service     string         `json:"service"`
+	Container   string         `json:"container"`
+	ContainerID string         `json:"container_id,omitempty"`
+	Image       string         `json:"image"`
+	State       string         `json:"state"`
+	Health      health.Status  `json:"health"`
 	LastProbe   *health.Result `json:"last_probe,omitempty"`
-	StartedAt   time.Time     `json:"started_at,omitzero"`
-	HealthyAt   time.Time     `json:"healthy_at,omitzero"`
-	Restarts    int           `json:"restarts"`
-	Ports       []string      `json:"ports,omitempty"`
+	StartedAt   time.Time      `json:"started_at,omitzero"`
+	HealthyAt   time.Time      `json:"healthy_at,omitzero"`
+	Restarts    int            `json:"restarts"`
+	Ports       []string       `json:"ports,omitempty"`
 }
 
 // ServiceError says which service failed to start and why, with its last
