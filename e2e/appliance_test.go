@@ -136,9 +136,9 @@ func TestDaemonSupervision(t *testing.T) {
 	h := newHarness(t)
 	cleanupAppliance(h, demoName)
 	d := h.daemon()
-	eventually(t, 10*time.Minute, "daemon brings the demo up", func() error {
-		if d.ProcessState != nil {
-			return fmt.Errorf("daemon exited: %s", h.logs())
+	eventually(t, 5*time.Minute, "daemon brings the demo up", func() error {
+		if d.exited() {
+			t.Fatalf("daemon exited: %v\n%s", d.err, h.logs())
 		}
 		r := h.run(time.Minute, "status", "--json")
 		if r.code != 0 {
@@ -177,15 +177,15 @@ func TestDaemonSupervision(t *testing.T) {
 	for _, s := range h.status().Services {
 		ids[s.Service] = s.ContainerID
 	}
-	if err := d.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	_ = d.Wait()
+	_ = d.wait()
 	_ = before
 	d2 := h.daemon()
 	eventually(t, 5*time.Minute, "second daemon healthy", func() error {
-		if d2.ProcessState != nil {
-			return fmt.Errorf("daemon exited: %s", h.logs())
+		if d2.exited() {
+			t.Fatalf("daemon exited: %v\n%s", d2.err, h.logs())
 		}
 		s := h.status()
 		if !s.Daemon {
@@ -205,10 +205,10 @@ func TestDaemonSupervision(t *testing.T) {
 	// SIGTERM stops the appliance in reverse dependency order.
 	since := h.events()
 	last := since[len(since)-1].ID
-	if err := d2.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := d2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := d2.Wait(); err != nil {
+	if err := d2.wait(); err != nil {
 		t.Fatalf("daemon exit after SIGTERM: %v\n%s", err, h.logs())
 	}
 	stopped := map[string]time.Time{}

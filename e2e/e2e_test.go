@@ -100,10 +100,33 @@ func (h *harness) must(timeout time.Duration, args ...string) result {
 	return r
 }
 
-// daemon starts `outpost run` in the background.
-func (h *harness) daemon(args ...string) *exec.Cmd {
+// daemonProc is a background `outpost run`.
+type daemonProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// exited reports whether the daemon has ended.
+func (d *daemonProc) exited() bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits for the daemon to end and returns its exit error.
+func (d *daemonProc) wait() error {
+	<-d.done
+	return d.err
+}
+
+// daemon starts `outpost run` in the background; the test's cleanup stops it.
+func (h *harness) daemon(args ...string) *daemonProc {
 	h.t.Helper()
-	cmd := exec.Command(bin, append([]string{"run"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"run", "--log-level", "info"}, args...)...)
 	cmd.Dir = h.dir
 	cmd.Env = h.env()
 	logf, err := os.Create(filepath.Join(h.dir, fmt.Sprintf("daemon-%d.log", time.Now().UnixNano())))
@@ -111,22 +134,28 @@ func (h *harness) daemon(args ...string) *exec.Cmd {
 		h.t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		h.t.Fatal(err)
 	}
+	d := &daemonProc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		d.err = cmd.Wait()
+		logf.Close()
+		close(d.done)
+	}()
 	h.t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
 		select {
-		case <-done:
+		case <-d.done:
 		case <-time.After(60 * time.Second):
 			_ = cmd.Process.Kill()
+			<-d.done
 		}
-		logf.Close()
+		if h.t.Failed() {
+			h.t.Logf("daemon logs:\n%s", h.logs())
+		}
 	})
-	return cmd
+	return d
 }
 
 func (h *harness) logs() string {

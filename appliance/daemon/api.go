@@ -68,16 +68,6 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func (d *Daemon) current() *model.Appliance {
-	if !d.mu.TryLock() {
-		// An apply is in progress; report the definition being applied
-		// without waiting for it.
-		return d.app
-	}
-	defer d.mu.Unlock()
-	return d.app
-}
-
 func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	app := d.current()
 	if app == nil {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	"github.com/outpostdev/outpost/appliance/engine"
 	"github.com/outpostdev/outpost/appliance/engine/podman"
@@ -94,7 +95,11 @@ func Open(ctx context.Context, paths Paths, log *slog.Logger) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	uri, stop, err := podman.ResolveURI(ctx, podman.ServiceOptions{RuntimeDir: filepath.Join(paths.RuntimeDir, "podman"), Logger: log})
+	// Each process gets its own podman service socket: a CLI call must not
+	// replace (and on exit remove) the socket the daemon is using.
+	podmanDir := filepath.Join(paths.RuntimeDir, "podman")
+	removeStaleServiceDirs(podmanDir, log)
+	uri, stop, err := podman.ResolveURI(ctx, podman.ServiceOptions{RuntimeDir: filepath.Join(podmanDir, strconv.Itoa(os.Getpid())), Logger: log})
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("starting the podman service: %w (run `outpost doctor`)", err)
@@ -106,6 +111,27 @@ func Open(ctx context.Context, paths Paths, log *slog.Logger) (*Env, error) {
 		return nil, fmt.Errorf("connecting to podman at %s: %w (run `outpost doctor`)", uri, err)
 	}
 	return &Env{Paths: paths, Log: log, Store: st, Engine: eng, Runtime: runtime.New(eng, st, log), stopPodman: stop}, nil
+}
+
+// removeStaleServiceDirs removes the per-process podman service directories
+// of processes that no longer exist.
+func removeStaleServiceDirs(dir string, log *slog.Logger) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !e.IsDir() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == nil || errors.Is(syscall.Kill(pid, 0), syscall.EPERM) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			log.Warn("removing stale podman service directory failed", "dir", e.Name(), "err", err)
+		}
+	}
 }
 
 // Close stops the private Podman service (containers keep running) and

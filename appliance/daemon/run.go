@@ -29,11 +29,27 @@ type RunOptions struct {
 type Daemon struct {
 	env *Env
 
-	mu      sync.Mutex // serialises apply/down
-	app     *model.Appliance
-	cancel  context.CancelFunc
+	mu     sync.Mutex // serialises apply/down and guards the supervision fields
+	cancel context.CancelFunc
 	done    chan struct{}
 	started time.Time
+
+	appMu sync.Mutex // guards app; never held across an operation
+	// app is the definition being applied or supervised.
+	app *model.Appliance
+}
+
+// current returns the definition being applied or supervised, or nil.
+func (d *Daemon) current() *model.Appliance {
+	d.appMu.Lock()
+	defer d.appMu.Unlock()
+	return d.app
+}
+
+func (d *Daemon) setApp(app *model.Appliance) {
+	d.appMu.Lock()
+	d.app = app
+	d.appMu.Unlock()
 }
 
 // notify sends a state line to systemd when run under Type=notify; a no-op
@@ -93,10 +109,10 @@ func Run(ctx context.Context, env *Env, app *model.Appliance, opts RunOptions) e
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stopSupervision()
-	if d.app != nil {
+	if app := d.current(); app != nil {
 		// Stop within each service's own timeout, independent of ctx.
-		if err := env.Runtime.Stop(context.Background(), d.app, runtime.StopOptions{Progress: progress}); err != nil {
-			return fmt.Errorf("stopping appliance %s: %w", d.app.Name, err)
+		if err := env.Runtime.Stop(context.Background(), app, runtime.StopOptions{Progress: progress}); err != nil {
+			return fmt.Errorf("stopping appliance %s: %w", app.Name, err)
 		}
 	}
 	return nil
@@ -107,14 +123,16 @@ func (d *Daemon) apply(ctx context.Context, app *model.Appliance, opts runtime.U
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stopSupervision()
+	prev := d.current()
+	d.setApp(app)
 	res, err := d.env.Runtime.Up(ctx, app, opts)
-	// Supervise whatever is deployed even after a failed start, so a
-	// service that crashes later is still restarted.
-	if err == nil {
-		d.app = app
+	if err != nil {
+		// Keep supervising what was deployed before, so a service that
+		// crashes later is still restarted.
+		d.setApp(prev)
 	}
-	if d.app != nil {
-		d.startSupervision(d.app)
+	if cur := d.current(); cur != nil {
+		d.startSupervision(cur)
 	}
 	return res, err
 }
@@ -126,7 +144,7 @@ func (d *Daemon) down(ctx context.Context, app *model.Appliance, opts runtime.St
 	if err := d.env.Runtime.Down(ctx, app, opts); err != nil {
 		return err
 	}
-	d.app = nil
+	d.setApp(nil)
 	return nil
 }
 

@@ -17,11 +17,20 @@ import (
 	"github.com/outpostdev/outpost/appliance/store"
 )
 
-// Deployed returns the definition of the appliance's active revision.
+// Deployed returns the definition of the appliance's active revision or,
+// when none is active (its first start failed), of its newest revision, so
+// that what a failed start created can still be inspected and taken down.
 func (r *Runtime) Deployed(ctx context.Context, name string) (*model.Appliance, store.Revision, error) {
 	rev, err := r.st.ActiveRevision(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, rev, fmt.Errorf("appliance %q: %w", name, ErrNoDefinition)
+		revs, lerr := r.st.Revisions(ctx, name)
+		if lerr != nil {
+			return nil, rev, fmt.Errorf("reading revisions of %s: %w", name, lerr)
+		}
+		if len(revs) == 0 {
+			return nil, rev, fmt.Errorf("appliance %q: %w", name, ErrNoDefinition)
+		}
+		rev, err = revs[0], nil
 	}
 	if err != nil {
 		return nil, rev, fmt.Errorf("reading active revision of %s: %w", name, err)
