@@ -29,8 +29,8 @@ type RunOptions struct {
 type Daemon struct {
 	env *Env
 
-	mu     sync.Mutex // serialises apply/down and guards the supervision fields
-	cancel context.CancelFunc
+	mu      sync.Mutex // serialises apply/down and guards the supervision fields
+	cancel  context.CancelFunc
 	done    chan struct{}
 	started time.Time
 
