@@ -157,7 +157,7 @@ func (r *Runtime) Stop(ctx context.Context, app *model.Appliance, opts StopOptio
 					mu.Unlock()
 					return
 				}
-				r.setState(app.Name, name, func(s *ServiceState) { s.Health = health.None })
+				r.setState(app.Name, name, func(s *ServiceState) { s.State, s.Health = "exited", health.None })
 				r.event(ctx, app.Name, name, "stopped", "")
 				progress(name, "stopped")
 			}()
@@ -208,6 +208,9 @@ func (r *Runtime) Down(ctx context.Context, app *model.Appliance, opts StopOptio
 		if err := r.st.DeleteNetwork(ctx, app.Name, n); err != nil {
 			return fmt.Errorf("updating inventory for network %s: %w", n, err)
 		}
+	}
+	for _, name := range app.ServiceNames() {
+		r.setState(app.Name, name, func(s *ServiceState) { s.State, s.Health = "missing", health.None })
 	}
 	r.mu.Lock()
 	delete(r.status, app.Name)

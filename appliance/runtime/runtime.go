@@ -31,8 +31,9 @@ type Runtime struct {
 	log    *slog.Logger
 	limits HostLimits
 
-	mu     sync.Mutex
-	status map[string]map[string]*ServiceState // appliance -> service -> state
+	mu        sync.Mutex
+	status    map[string]map[string]*ServiceState // appliance -> service -> state
+	listeners []ServingListener
 }
 
 // New returns a Runtime. log may be nil.
@@ -472,7 +473,7 @@ func (r *Runtime) ensureContainer(ctx context.Context, app *model.Appliance, svc
 	case err == nil && cur.Labels[engine.LabelConfigHash] == hash:
 		if cur.Running {
 			progress(svc.Name, "running, unchanged")
-			r.setState(app.Name, svc.Name, func(s *ServiceState) { s.ContainerID = cur.ID; s.StartedAt = cur.StartedAt })
+			r.setState(app.Name, svc.Name, func(s *ServiceState) { s.ContainerID, s.StartedAt, s.State = cur.ID, cur.StartedAt, cur.State })
 			return cur, r.recordContainer(ctx, app, svc, spec, cur, rev, hash)
 		}
 		progress(svc.Name, "starting existing container")
@@ -509,7 +510,7 @@ func (r *Runtime) start(ctx context.Context, app *model.Appliance, svc *model.Se
 	}
 	r.event(ctx, app.Name, svc.Name, "started", spec.Name)
 	r.setState(app.Name, svc.Name, func(s *ServiceState) {
-		s.ContainerID, s.StartedAt, s.Health, s.HealthyAt = id, info.StartedAt, health.Starting, time.Time{}
+		s.ContainerID, s.StartedAt, s.State, s.Health, s.HealthyAt = id, info.StartedAt, info.State, health.Starting, time.Time{}
 	})
 	return info, r.recordContainer(ctx, app, svc, spec, info, rev, hash)
 }
@@ -664,7 +665,6 @@ func (r *Runtime) event(ctx context.Context, app, svc, kind, msg string) {
 
 func (r *Runtime) setState(app, svc string, f func(*ServiceState)) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	m := r.status[app]
 	if m == nil {
 		m = map[string]*ServiceState{}
@@ -675,7 +675,38 @@ func (r *Runtime) setState(app, svc string, f func(*ServiceState)) {
 		s = &ServiceState{Service: svc}
 		m[svc] = s
 	}
+	before := s.Serving()
 	f(s)
+	changed := s.Serving() != before
+	snapshot := *s
+	listeners := r.listeners
+	r.mu.Unlock()
+	if changed {
+		for _, l := range listeners {
+			l(app, snapshot)
+		}
+	}
+}
+
+// Serving reports whether the service may receive traffic: its container
+// runs and it is healthy (or running without any health check).
+func (s ServiceState) Serving() bool {
+	if s.State != "running" {
+		return false
+	}
+	return s.Health == health.Healthy || s.Health == health.None
+}
+
+// ServingListener is told, synchronously, whenever a service starts or
+// stops being Serving. It must not block or call back into the Runtime.
+type ServingListener func(appliance string, state ServiceState)
+
+// OnServingChange registers a listener (the embedded proxy uses it to move
+// traffic only to healthy upstreams).
+func (r *Runtime) OnServingChange(l ServingListener) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.listeners = append(r.listeners, l)
 }
 
 func (r *Runtime) getState(app, svc string) (ServiceState, bool) {
