@@ -119,8 +119,8 @@ func TestNextDelay(t *testing.T) {
 	if d := tr.NextDelay(0); d != 100*time.Millisecond {
 		t.Fatalf("first delay %s", d)
 	}
-	if d := tr.NextDelay(10); d != time.Second {
-		t.Fatalf("starting delay capped at %s, got %s", time.Second, d)
+	if d := tr.NextDelay(10); d != maxStartingDelay {
+		t.Fatalf("starting delay capped at %s, got %s", maxStartingDelay, d)
 	}
 	tr.Observe(Result{At: time.Now(), OK: true})
 	if d := tr.NextDelay(11); d != 30*time.Second {
