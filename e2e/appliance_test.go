@@ -232,6 +232,31 @@ func TestDaemonSupervision(t *testing.T) {
 	if running != "" {
 		t.Fatalf("still running after daemon stop: %s", running)
 	}
+
+	// As after a reboot: the stopped containers are started again in the
+	// gated order, not left to Podman's restart policy.
+	evs := h.events()
+	last = evs[len(evs)-1].ID
+	d3 := h.daemon()
+	eventually(t, 5*time.Minute, "third daemon healthy", func() error {
+		if d3.exited() {
+			t.Fatalf("daemon exited: %v\n%s", d3.err, h.logs())
+		}
+		s := h.status()
+		if !s.Daemon {
+			return fmt.Errorf("status not served by the daemon")
+		}
+		return allHealthy(s, 4)
+	})
+	replay := h.events("--since", fmt.Sprint(last))
+	if s, hl := firstEvent(t, replay, "api", "started"), firstEvent(t, replay, "store", "healthy"); !s.After(hl) {
+		t.Fatalf("replayed start: api started at %s before store healthy at %s", s, hl)
+	}
+	for _, s := range h.status().Services {
+		if ids[s.Service] != s.ContainerID {
+			t.Errorf("%s: container replaced on restart after stop", s.Service)
+		}
+	}
 }
 
 const brokenCompose = `

@@ -140,16 +140,36 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		"_pragma=synchronous(FULL)",
 		"_txlock=immediate",
 	}, "&")
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("opening state database %s: %w", abs, err)
-	}
-	s := &Store{db: db, path: abs, log: o.logger, locks: map[string]string{}}
-	if err := s.init(ctx); err != nil {
+	// Two processes opening a brand-new file at once race to switch it to
+	// WAL; SQLite answers the loser SQLITE_BUSY at once, without its busy
+	// handler, so the first open retries for up to BusyTimeout.
+	deadline := time.Now().Add(BusyTimeout)
+	for {
+		db, err := sql.Open("sqlite", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("opening state database %s: %w", abs, err)
+		}
+		s := &Store{db: db, path: abs, log: o.logger, locks: map[string]string{}}
+		err = s.init(ctx)
+		if err == nil {
+			return s, nil
+		}
 		db.Close()
-		return nil, fmt.Errorf("opening state database %s: %w", abs, err)
+		if !isBusy(err) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("opening state database %s: %w", abs, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("opening state database %s: %w", abs, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return s, nil
+}
+
+// isBusy reports whether err is SQLite's "database is locked".
+func isBusy(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked")
 }
 
 func (s *Store) init(ctx context.Context) error {

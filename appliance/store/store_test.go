@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 )
@@ -195,6 +196,35 @@ func TestMeta(t *testing.T) {
 		}
 		if got, err := s.Get(ctx, "install-id"); err != nil || got != v {
 			t.Fatalf("Get = %q, %v; want %q", got, err, v)
+		}
+	}
+}
+
+// Many processes' worth of handles opening one brand-new file at once all
+// succeed (the WAL switch race answers SQLITE_BUSY without a busy handler).
+func TestConcurrentFirstOpen(t *testing.T) {
+	for round := 0; round < 5; round++ {
+		path := filepath.Join(t.TempDir(), "outpost.db")
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s, err := Open(context.Background(), path)
+				if err != nil {
+					errs <- err
+					return
+				}
+				errs <- s.Close()
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
 		}
 	}
 }
