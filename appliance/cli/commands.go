@@ -206,8 +206,8 @@ func newLogsCmd(g *globals) *cobra.Command {
 			return env.Runtime.Logs(ctx, app, args[0], engine.LogOptions{Tail: tail, Follow: follow}, g.streams.Out)
 		},
 	}
-	def.register(cmd.Flags())
-	cmd.Flags().BoolVarP(&follow, "follow", "F", false, "follow the log")
+	def.registerFile(cmd.Flags(), "")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the log")
 	cmd.Flags().IntVar(&tail, "tail", 0, "only the last N lines (0: all)")
 	return cmd
 }

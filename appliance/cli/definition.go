@@ -31,7 +31,13 @@ type defOptions struct {
 }
 
 func (o *defOptions) register(fs *pflag.FlagSet) {
-	fs.StringArrayVarP(&o.files, "file", "f", nil, "Compose file (repeat to merge in order)")
+	o.registerFile(fs, "f")
+}
+
+// registerFile registers the definition flags with the given shorthand for
+// --file ("" for none: `logs` uses -f for --follow, as Compose does).
+func (o *defOptions) registerFile(fs *pflag.FlagSet, short string) {
+	fs.StringArrayVarP(&o.files, "file", short, nil, "Compose file (repeat to merge in order)")
 	fs.StringArrayVar(&o.envFiles, "env-file", nil, "environment file for interpolation (default .env beside the first file)")
 	fs.StringArrayVar(&o.profiles, "profile", nil, "Compose profile to activate (repeatable)")
 	fs.StringVarP(&o.name, "name", "n", "", "appliance name (overrides x-outpost.name)")
