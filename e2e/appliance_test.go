@@ -347,6 +347,17 @@ services:
     depends_on: [nope]
 `, []string{"unknown-dependency.yml", "nope"}},
 		"bad-yaml": {"services: [\n", []string{"bad-yaml.yml"}},
+		"ulimit-above-hard-limit": {`
+name: ulimit-above-hard-limit
+services:
+  a:
+    image: localhost/outpost-demo:latest
+    ulimits:
+      nofile: 99999999
+    volumes: [data:/data]
+volumes:
+  data: {}
+`, []string{"services.a.ulimits.nofile", "hard limit"}},
 		"missing-image": {`
 name: missing-image
 services:

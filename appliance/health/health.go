@@ -166,11 +166,13 @@ type Tracker struct {
 	failures  int
 	succeeded bool
 	last      Result
+	// lastCounted is when the last failure that counted happened.
+	lastCounted time.Time
 }
 
 // NewTracker starts tracking a container that started at startedAt.
 func NewTracker(sp *Spec, startedAt time.Time) *Tracker {
-	t := &Tracker{spec: sp, startedAt: startedAt, status: Starting}
+	t := &Tracker{spec: sp, startedAt: startedAt, status: Starting, lastCounted: startedAt}
 	if sp == nil {
 		t.status = None
 	}
@@ -191,6 +193,14 @@ func (t *Tracker) Observe(r Result) Status {
 	if inStart {
 		return t.status
 	}
+	// Outpost probes a starting service more often than its interval (see
+	// NextDelay) to notice readiness sooner; those extra failures must not
+	// spend the retries faster than Compose would, so a failure counts only
+	// once an interval has passed since the last counted one (or the start).
+	if r.At.Sub(t.lastCounted) < t.spec.Interval {
+		return t.status
+	}
+	t.lastCounted = r.At
 	t.failures++
 	if t.failures >= t.spec.Retries {
 		t.status = Unhealthy

@@ -104,6 +104,21 @@ func TestTrackerStartPeriod(t *testing.T) {
 	}
 }
 
+// Probes faster than the interval (while starting) never make a service
+// unhealthy sooner than Compose would: retries × interval after the start.
+func TestTrackerExtraProbesDoNotSpendRetries(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	tr := NewTracker(&Spec{Retries: 3, Interval: time.Second}, t0)
+	for ms := 100; ms < 3000; ms += 100 {
+		if st := tr.Observe(Result{At: t0.Add(time.Duration(ms) * time.Millisecond)}); st != Starting {
+			t.Fatalf("unhealthy after %d ms; Compose needs 3 failures 1 s apart", ms)
+		}
+	}
+	if st := tr.Observe(Result{At: t0.Add(3 * time.Second)}); st != Unhealthy {
+		t.Fatalf("after 3 s of failures: %s", st)
+	}
+}
+
 func TestTrackerSuccessEndsStartPeriod(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	tr := NewTracker(&Spec{Retries: 2, StartPeriod: time.Hour}, t0)
