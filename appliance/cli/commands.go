@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/outpostdev/outpost/appliance/demo"
 	"github.com/outpostdev/outpost/appliance/doctor"
 	"github.com/outpostdev/outpost/appliance/engine"
+	"github.com/outpostdev/outpost/appliance/model"
 	"github.com/outpostdev/outpost/appliance/runtime"
 )
 
@@ -193,17 +195,9 @@ func newLogsCmd(g *globals) *cobra.Command {
 		Short: "Print a service's (or job's) logs",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			env, err := g.openEnv(ctx)
-			if err != nil {
-				return err
-			}
-			defer env.Close()
-			app, err := def.deployed(ctx, g, env)
-			if err != nil {
-				return err
-			}
-			return env.Runtime.Logs(ctx, app, args[0], engine.LogOptions{Tail: tail, Follow: follow}, g.streams.Out)
+			return g.withDeployed(cmd.Context(), &def, true, func(ctx context.Context, env *daemon.Env, app *model.Appliance) error {
+				return env.Runtime.Logs(ctx, app, args[0], engine.LogOptions{Tail: tail, Follow: follow}, g.streams.Out)
+			})
 		},
 	}
 	def.registerFile(cmd.Flags(), "")
@@ -221,27 +215,19 @@ func newEventsCmd(g *globals) *cobra.Command {
 		Short: "Show the appliance's recorded events (starts, health changes, restarts)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			env, err := g.openEnv(ctx)
-			if err != nil {
-				return err
-			}
-			defer env.Close()
-			app, err := def.deployed(ctx, g, env)
-			if err != nil {
-				return err
-			}
-			evs, err := env.Store.Events(ctx, app.Name, since, 10000)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(g.streams.Out, evs)
-			}
-			for _, e := range evs {
-				fmt.Fprintf(g.streams.Out, "%s  %-10s %-14s %s\n", e.At.Format(time.RFC3339Nano), e.Service, e.Kind, firstLine(e.Message))
-			}
-			return nil
+			return g.withDeployed(cmd.Context(), &def, false, func(ctx context.Context, env *daemon.Env, app *model.Appliance) error {
+				evs, err := env.Store.Events(ctx, app.Name, since, 10000)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(g.streams.Out, evs)
+				}
+				for _, e := range evs {
+					fmt.Fprintf(g.streams.Out, "%s  %-10s %-14s %s\n", e.At.Format(time.RFC3339Nano), e.Service, e.Kind, firstLine(e.Message))
+				}
+				return nil
+			})
 		},
 	}
 	def.register(cmd.Flags())

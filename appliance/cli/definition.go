@@ -137,3 +137,26 @@ func (o *defOptions) deployed(ctx context.Context, g *globals, env *daemon.Env) 
 	app, _, err := env.Runtime.Deployed(ctx, name)
 	return app, err
 }
+
+// withDeployed opens the state (and Podman when needEngine), resolves the
+// deployed appliance the definition flags select, and calls fn.
+func (g *globals) withDeployed(ctx context.Context, def *defOptions, needEngine bool, fn func(context.Context, *daemon.Env, *model.Appliance) error) error {
+	p, err := g.paths()
+	if err != nil {
+		return err
+	}
+	open := daemon.Open
+	if !needEngine {
+		open = daemon.OpenState
+	}
+	env, err := open(ctx, p, g.log)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	app, err := def.deployed(ctx, g, env)
+	if err != nil {
+		return err
+	}
+	return fn(ctx, env, app)
+}

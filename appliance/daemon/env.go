@@ -134,6 +134,20 @@ func removeStaleServiceDirs(dir string, log *slog.Logger) {
 	}
 }
 
+// OpenState opens only the state store, for commands that read what is
+// recorded (events, history) without talking to Podman. Its Engine is nil and
+// its Runtime may only be used for recorded state (Deployed).
+func OpenState(ctx context.Context, paths Paths, log *slog.Logger) (*Env, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st, err := store.Open(ctx, paths.DBPath(), store.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	return &Env{Paths: paths, Log: log, Store: st, Runtime: runtime.New(nil, st, log)}, nil
+}
+
 // Close stops the private Podman service (containers keep running) and
 // closes the store.
 func (e *Env) Close() error {
