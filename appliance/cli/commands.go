@@ -24,6 +24,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	var def defOptions
 	var timeout time.Duration
 	var asJSON bool
+	var ub upBundleFlags
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Create or update the appliance and wait until every service is healthy",
@@ -35,10 +36,15 @@ working directory, the embedded demo appliance is used.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			pin, err := ub.prepare(ctx, g, &def)
+			if err != nil {
+				return err
+			}
 			l, err := def.load(ctx, g)
 			if err != nil {
 				return err
 			}
+			pin(l.app)
 			progress := progressPrinter(g.streams.Err)
 			var res *runtime.UpResult
 			if c := g.client(); c != nil {
@@ -63,7 +69,14 @@ working directory, the embedded demo appliance is used.`,
 				if err := l.prepare(ctx, env); err != nil {
 					return err
 				}
-				res, err = env.Runtime.Up(ctx, l.app, runtime.UpOptions{Timeout: timeout, Progress: progress})
+				app, err2 := env.WithSecrets(l.app)
+				if err2 != nil {
+					return err2
+				}
+				res, err = env.Runtime.Up(ctx, app, runtime.UpOptions{Timeout: timeout, Progress: progress})
+				if err == nil {
+					proxyNote(g, l.app)
+				}
 			}
 			if err != nil {
 				return err
@@ -79,6 +92,7 @@ working directory, the embedded demo appliance is used.`,
 	def.register(cmd.Flags())
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up if not healthy within this time (default: no limit beyond each service's health rules)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	ub.register(cmd)
 	return cmd
 }
 

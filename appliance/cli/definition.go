@@ -86,6 +86,9 @@ func (o *defOptions) load(ctx context.Context, g *globals) (*loaded, error) {
 	for _, w := range warnings {
 		fmt.Fprintln(g.streams.Err, "warning:", w.String())
 	}
+	if err := captureProxy(g, app, opts); err != nil {
+		return nil, err
+	}
 	return &loaded{app: app, demo: isDemo}, nil
 }
 

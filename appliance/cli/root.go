@@ -94,6 +94,11 @@ health-gated start, supervision, and state in SQLite.`,
 		newUpCmd(g), newDownCmd(g), newStatusCmd(g), newLogsCmd(g), newEventsCmd(g),
 		newConfigCmd(g), newDoctorCmd(g), newRunCmd(g), newVersionCmd(g), newDemoRoleCmd(g), newDemoImageCmd(g),
 	)
+	root.AddCommand(serviceCommands(g)...)
+	root.AddCommand(backupCommands(g)...)
+	root.AddCommand(newProxyCmd(g))
+	root.AddCommand(newCheckCmd(g))
+	root.AddCommand(newBundleCmd(g))
 	return root
 }
 

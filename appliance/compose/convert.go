@@ -69,6 +69,7 @@ func (c *converter) convert() *model.Appliance {
 	c.jobs()
 	c.secrets()
 	c.checks()
+	c.backupPolicy()
 	c.unsupported()
 	c.crossChecks()
 	c.validateModel()
@@ -720,10 +721,29 @@ func (c *converter) checks() {
 	if x == nil {
 		return
 	}
-	out := &model.Checks{RequiredLabels: x.RequiredLabels, SizeBudgets: nonEmptyMap(x.SizeBudgets)}
-	for _, svc := range sortedKeys(x.SizeBudgets) {
-		if _, err := units.FromHumanSize(x.SizeBudgets[svc]); err != nil {
-			c.rep.errorf([]string{Extension + ".checks.size_budgets." + svc}, "%q is not a size such as 400MB", x.SizeBudgets[svc])
+	out := &model.Checks{
+		RequiredLabels:        x.RequiredLabels,
+		SizeBudgets:           nonEmptyMap(x.SizeBudgets),
+		CompressedSizeBudgets: nonEmptyMap(x.CompressedSizeBudgets),
+		PrivilegeDrop:         x.PrivilegeDrop,
+		SecretsIgnore:         x.SecretsIgnore,
+	}
+	for _, b := range []struct {
+		field string
+		m     map[string]string
+	}{{"size_budgets", x.SizeBudgets}, {"compressed_size_budgets", x.CompressedSizeBudgets}} {
+		for _, svc := range sortedKeys(b.m) {
+			if _, err := units.FromHumanSize(b.m[svc]); err != nil {
+				c.rep.errorf([]string{Extension + ".checks." + b.field + "." + svc}, "%q is not a size such as 400MB", b.m[svc])
+			}
+		}
+	}
+	for _, svc := range sortedKeys(x.HealthBudgets) {
+		if d := x.HealthBudgets[svc]; d != nil {
+			if out.HealthBudgets == nil {
+				out.HealthBudgets = map[string]time.Duration{}
+			}
+			out.HealthBudgets[svc] = *d
 		}
 	}
 	for _, s := range x.Smoke {

@@ -19,6 +19,7 @@ type xOutpost struct {
 	Volumes  *xVolumes            `json:"volumes"`
 	Secrets  map[string]*xSecret  `json:"secrets"`
 	Checks   *xChecks             `json:"checks"`
+	Backup   *xBackupPolicy       `json:"backup"`
 }
 
 // xProxy is x-outpost.proxy.
@@ -65,6 +66,16 @@ type xBackup struct {
 	Restore shellCommand `json:"restore"`
 }
 
+// xBackupPolicy is x-outpost.backup: scheduled snapshots and retention.
+// Ages are strings so that days ("14d") can be written.
+type xBackupPolicy struct {
+	Schedule   string `json:"schedule"`
+	KeepLast   *int   `json:"keep_last"`
+	KeepWithin string `json:"keep_within"`
+	Dir        string `json:"dir"`
+	Quiesce    string `json:"quiesce"`
+}
+
 // xJob is x-outpost.jobs.<name>.
 type xJob struct {
 	Service string         `json:"service"`
@@ -96,9 +107,13 @@ type xSecret struct {
 
 // xChecks is x-outpost.checks.
 type xChecks struct {
-	RequiredLabels []string          `json:"required_labels"`
-	SizeBudgets    map[string]string `json:"size_budgets"`
-	Smoke          []xSmoke          `json:"smoke"`
+	RequiredLabels        []string                  `json:"required_labels"`
+	SizeBudgets           map[string]string         `json:"size_budgets"`
+	CompressedSizeBudgets map[string]string         `json:"compressed_size_budgets"`
+	PrivilegeDrop         []string                  `json:"privilege_drop"`
+	SecretsIgnore         []string                  `json:"secrets_ignore"`
+	HealthBudgets         map[string]*time.Duration `json:"health_budgets"`
+	Smoke                 []xSmoke                  `json:"smoke"`
 }
 
 // xSmoke is one entry of x-outpost.checks.smoke.

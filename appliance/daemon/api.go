@@ -27,6 +27,7 @@ import (
 //	GET  /v1/events?since=ID → []store.Event
 //	POST /v1/up   UpRequest  → NDJSON stream of StreamLine, last one has Result or Error
 //	POST /v1/down            → NDJSON stream of StreamLine
+//	GET  /v1/proxy           → proxy.Status (the effective route table)
 
 // StatusReply is the answer to GET /v1/status.
 type StatusReply struct {
@@ -59,6 +60,8 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("GET /v1/events", d.handleEvents)
 	mux.HandleFunc("POST /v1/up", d.handleUp)
 	mux.HandleFunc("POST /v1/down", d.handleDown)
+	mux.HandleFunc("GET /v1/proxy", d.handleProxy)
+	d.backupRoutes(mux) // POST /v1/backup, /v1/restore (backup.go)
 	return mux
 }
 

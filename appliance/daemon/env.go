@@ -110,7 +110,9 @@ func Open(ctx context.Context, paths Paths, log *slog.Logger) (*Env, error) {
 		st.Close()
 		return nil, fmt.Errorf("connecting to podman at %s: %w (run `outpost doctor`)", uri, err)
 	}
-	return &Env{Paths: paths, Log: log, Store: st, Engine: eng, Runtime: runtime.New(eng, st, log), stopPodman: stop}, nil
+	rt := runtime.New(eng, st, log)
+	rt.SetProxyNeeds(proxyNeeds(paths.StateDir, log))
+	return &Env{Paths: paths, Log: log, Store: st, Engine: eng, Runtime: rt, stopPodman: stop}, nil
 }
 
 // removeStaleServiceDirs removes the per-process podman service directories

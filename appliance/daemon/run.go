@@ -13,6 +13,7 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/outpostdev/outpost/appliance/model"
+	"github.com/outpostdev/outpost/appliance/proxy"
 	"github.com/outpostdev/outpost/appliance/runtime"
 )
 
@@ -28,6 +29,9 @@ type RunOptions struct {
 // serves the control API.
 type Daemon struct {
 	env *Env
+	// proxy is the embedded Caddy; it runs while an appliance with a
+	// proxy is applied (see startProxy).
+	proxy *proxy.Proxy
 
 	mu      sync.Mutex // serialises apply/down and guards the supervision fields
 	cancel  context.CancelFunc
@@ -63,7 +67,16 @@ func notify(state string) {
 // directory's socket, and on ctx end stops the appliance gracefully in
 // reverse dependency order (containers are kept for the next start).
 func Run(ctx context.Context, env *Env, app *model.Appliance, opts RunOptions) error {
-	d := &Daemon{env: env, started: time.Now()}
+	d := &Daemon{env: env, started: time.Now(), proxy: proxy.New(proxy.Options{StateDir: env.Paths.StateDir, Log: env.Log})}
+	// The proxy stops last, after the appliance (below).
+	defer func() {
+		if err := d.proxy.Stop(); err != nil {
+			env.Log.Warn("stopping the proxy failed", "err", err)
+		}
+	}()
+	env.Runtime.OnServingChange(func(appliance string, st runtime.ServiceState) {
+		d.proxy.SetServing(appliance, st.Service, st.Serving())
+	})
 	ln, err := listenControl(env.Paths.SocketPath())
 	if err != nil {
 		return err
@@ -97,6 +110,7 @@ func Run(ctx context.Context, env *Env, app *model.Appliance, opts RunOptions) e
 		notify("STATUS=no appliance deployed; waiting for `outpost up`")
 	}
 	notify("READY=1")
+	go d.runBackupSchedule(ctx) // x-outpost.backup.schedule (backup.go)
 
 	select {
 	case <-ctx.Done():
@@ -124,12 +138,32 @@ func (d *Daemon) apply(ctx context.Context, app *model.Appliance, opts runtime.U
 	defer d.mu.Unlock()
 	d.stopSupervision()
 	prev := d.current()
+	app, err := d.env.WithSecrets(app)
+	if err != nil {
+		if prev != nil {
+			d.startSupervision(prev)
+		}
+		return nil, err
+	}
 	d.setApp(app)
+	// The proxy first: it serves the maintenance page until services
+	// turn healthy, then moves traffic to each as it does.
+	if err := d.startProxy(ctx, app); err != nil {
+		d.setApp(prev)
+		if prev != nil {
+			d.startSupervision(prev)
+		}
+		return nil, err
+	}
 	res, err := d.env.Runtime.Up(ctx, app, opts)
 	if err != nil {
 		// Keep supervising what was deployed before, so a service that
 		// crashes later is still restarted.
 		d.setApp(prev)
+		// And serve its routes again (none when nothing was deployed).
+		if perr := d.startProxy(ctx, prev); perr != nil {
+			d.env.Log.Warn("restoring the previous proxy config failed", "err", perr)
+		}
 	}
 	if cur := d.current(); cur != nil {
 		d.startSupervision(cur)
@@ -145,6 +179,9 @@ func (d *Daemon) down(ctx context.Context, app *model.Appliance, opts runtime.St
 		return err
 	}
 	d.setApp(nil)
+	if err := d.proxy.Stop(); err != nil {
+		return err
+	}
 	return nil
 }
 

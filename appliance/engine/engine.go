@@ -48,6 +48,21 @@ type Engine interface {
 	// LoadImage loads a docker-archive or oci-archive tar stream and returns
 	// the names it loaded.
 	LoadImage(ctx context.Context, r io.Reader) ([]string, error)
+	// SaveImage writes one image (by name or ID) to w as a docker-archive
+	// tar stream with uncompressed layers, as `podman save` does.
+	SaveImage(ctx context.Context, ref string, w io.Writer) error
+	// TagImage adds the name ref ("repo:tag") to the image id, moving it
+	// from any image that carried it.
+	TagImage(ctx context.Context, id, ref string) error
+	// RemoveImage removes an image and all its names; ErrNotFound when
+	// absent. It fails when a container uses the image.
+	RemoveImage(ctx context.Context, id string) error
+	// ImageStore reports where the engine keeps images, for free-space
+	// checks before loading.
+	ImageStore(ctx context.Context) (ImageStoreInfo, error)
+	// BuildImage builds an image from a Containerfile without pulling
+	// (base images must be in local storage) and returns its ID.
+	BuildImage(ctx context.Context, spec BuildSpec) (string, error)
 
 	// CreateContainer creates (does not start) a container and returns its ID.
 	CreateContainer(ctx context.Context, spec ContainerSpec) (string, error)
@@ -66,6 +81,17 @@ type Engine interface {
 	// Exec runs cmd in a running container and returns its exit code and
 	// combined output (truncated to a few KiB). The context bounds it.
 	Exec(ctx context.Context, id string, cmd []string) (ExecResult, error)
+	// ExecStream runs cmd in a running container, streaming: it copies
+	// streams.Stdin (when set) to the process's standard input, closing it at
+	// EOF, and the process's standard output and error to streams.Stdout and
+	// streams.Stderr as they arrive, without buffering the whole output. It
+	// returns the exit code once the process ends; the context bounds it.
+	ExecStream(ctx context.Context, id string, cmd []string, streams ExecIO) (exitCode int, err error)
+	// PauseContainer freezes every process of a running container.
+	// Rootless Podman on cgroups v1 cannot: callers fall back to stopping.
+	PauseContainer(ctx context.Context, id string) error
+	// UnpauseContainer resumes a paused container.
+	UnpauseContainer(ctx context.Context, id string) error
 	// PathExists reports whether path exists inside a container's
 	// filesystem (running or not) without needing a shell in the image.
 	PathExists(ctx context.Context, id, path string) (bool, error)
@@ -115,6 +141,37 @@ type ImageInfo struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// Healthcheck is the image's HEALTHCHECK test, nil when none.
 	Healthcheck []string `json:"healthcheck,omitempty"`
+}
+
+// ImageStoreInfo describes the engine's image storage.
+type ImageStoreInfo struct {
+	// GraphRoot is the directory holding image layers.
+	GraphRoot string `json:"graph_root"`
+	// CopyTmpDir is where the engine stages image blobs while loading;
+	// empty when the engine does not say (Podman's default is /var/tmp).
+	CopyTmpDir string `json:"copy_tmp_dir,omitempty"`
+	// Free is the free space of GraphRoot's filesystem as the engine sees
+	// it, 0 when unknown.
+	Free uint64 `json:"free,omitempty"`
+}
+
+// BuildSpec describes an image build from a Containerfile.
+type BuildSpec struct {
+	// ContextDir is the build context directory.
+	ContextDir string
+	// Containerfile is the file to build (absolute, or relative to
+	// ContextDir); default Containerfile, else Dockerfile, in ContextDir.
+	Containerfile string
+	// Target is the stage of a multi-stage file to build; "" for the last.
+	Target string
+	// Args are the build arguments (ARG values), e.g. VERSION.
+	Args map[string]string
+	// Tags name the image; at least one.
+	Tags []string
+	// Labels are added to the image's config.
+	Labels map[string]string
+	// Output receives the build log; nil discards it.
+	Output io.Writer
 }
 
 // MountSpec is one mount of a container.
@@ -198,6 +255,17 @@ type ContainerInfo struct {
 type ExecResult struct {
 	ExitCode int
 	Output   string
+}
+
+// ExecIO are the streams and identity of an ExecStream.
+type ExecIO struct {
+	// Stdin is copied to the process's standard input; nil gives it none.
+	Stdin io.Reader
+	// Stdout and Stderr receive the process's output; nil discards it.
+	Stdout, Stderr io.Writer
+	// User runs the command as this user ("name", "uid", "uid:gid");
+	// empty keeps the container's user.
+	User string
 }
 
 // LogOptions select which logs to return.

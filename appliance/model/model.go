@@ -34,6 +34,8 @@ type Appliance struct {
 	Secrets []*Secret `json:"secrets,omitempty"`
 	// Checks configures `outpost check`.
 	Checks *Checks `json:"checks,omitempty"`
+	// Backup is the scheduled-snapshot policy (x-outpost backup); nil: none.
+	Backup *BackupPolicy `json:"backup,omitempty"`
 	// Sources lists the files the definition was loaded from, in merge order.
 	Sources []string `json:"sources,omitempty"`
 	// Profiles lists the active Compose profiles.
@@ -260,6 +262,15 @@ type Proxy struct {
 	// MaintenancePage is a path to an HTML file served with 503 while no
 	// upstream is healthy; empty uses the built-in page.
 	MaintenancePage string `json:"maintenance_page,omitempty"`
+	// CaddyfileText is the Caddyfile's content with its {$VAR} placeholders
+	// resolved from the interpolation environment, captured when the
+	// definition is loaded (proxy.Capture), so that a revision records
+	// exactly what the proxy serves and the daemon needs neither the file
+	// nor the CLI's environment. Empty for routes.
+	CaddyfileText string `json:"caddyfile_text,omitempty"`
+	// MaintenanceHTML is the content of MaintenancePage, captured at load
+	// like CaddyfileText.
+	MaintenanceHTML string `json:"maintenance_html,omitempty"`
 }
 
 // Route is one proxy route.
@@ -320,16 +331,41 @@ type BackupHook struct {
 
 // Checks configures `outpost check`.
 type Checks struct {
-	RequiredLabels []string          `json:"required_labels,omitempty"`
-	SizeBudgets    map[string]string `json:"size_budgets,omitempty"`
-	Smoke          []SmokeCheck      `json:"smoke,omitempty"`
+	// RequiredLabels are image labels every image must carry; empty means
+	// the default set (org.opencontainers.image.version and .source).
+	RequiredLabels []string `json:"required_labels,omitempty"`
+	// SizeBudgets are the maximum uncompressed image size per service,
+	// e.g. "400MB" (decimal units).
+	SizeBudgets map[string]string `json:"size_budgets,omitempty"`
+	// CompressedSizeBudgets are the maximum compressed (gzip, as pushed to
+	// a registry) image size per service.
+	CompressedSizeBudgets map[string]string `json:"compressed_size_budgets,omitempty"`
+	// PrivilegeDrop lists services whose image starts as root and whose
+	// entrypoint drops privileges itself (gosu, su-exec, setpriv); the
+	// non-root check accepts them.
+	PrivilegeDrop []string `json:"privilege_drop,omitempty"`
+	// SecretsIgnore are absolute path globs (`**` crosses directories) of
+	// image files, or environment variable names, the secret scan skips.
+	SecretsIgnore []string `json:"secrets_ignore,omitempty"`
+	// HealthBudgets bound, per service, how long the smoke test allows it
+	// from start to healthy; without one the service's own health rules
+	// (start period, interval × retries) are the budget.
+	HealthBudgets map[string]time.Duration `json:"health_budgets,omitempty"`
+	// Smoke are the endpoints and connections the smoke test probes.
+	Smoke []SmokeCheck `json:"smoke,omitempty"`
 }
 
-// SmokeCheck is one endpoint the smoke test probes.
+// SmokeCheck is one endpoint or connection the smoke test probes.
 type SmokeCheck struct {
-	Name   string `json:"name"`
-	URL    string `json:"url,omitempty"`
-	From   string `json:"from,omitempty"`
+	// Name identifies the check in reports; unique.
+	Name string `json:"name"`
+	// URL is fetched with GET: from the host, or from inside From's
+	// network when From is set.
+	URL string `json:"url,omitempty"`
+	// From is the service whose container (or network) the probe runs from.
+	From string `json:"from,omitempty"`
+	// Target is host:port that must accept a TCP connection.
 	Target string `json:"target,omitempty"`
-	Status int    `json:"status,omitempty"`
+	// Status is the expected HTTP status; 0 accepts any 2xx.
+	Status int `json:"status,omitempty"`
 }

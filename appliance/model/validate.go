@@ -456,9 +456,31 @@ func (v *validator) checks() {
 			v.addf(fmt.Sprintf("checks.required_labels.%d", i), "label name is empty")
 		}
 	}
-	for _, k := range sortedKeys(c.SizeBudgets) {
+	for _, b := range []struct {
+		field string
+		m     map[string]string
+	}{{"size_budgets", c.SizeBudgets}, {"compressed_size_budgets", c.CompressedSizeBudgets}} {
+		for _, k := range sortedKeys(b.m) {
+			if _, ok := v.a.Services[k]; !ok {
+				v.addf("checks."+b.field+"."+k, "service %q does not exist", k)
+			}
+		}
+	}
+	for _, k := range sortedKeys(c.HealthBudgets) {
 		if _, ok := v.a.Services[k]; !ok {
-			v.addf("checks.size_budgets."+k, "service %q does not exist", k)
+			v.addf("checks.health_budgets."+k, "service %q does not exist", k)
+		} else if c.HealthBudgets[k] <= 0 {
+			v.addf("checks.health_budgets."+k, "budget must be positive")
+		}
+	}
+	for i, s := range c.PrivilegeDrop {
+		if _, ok := v.a.Services[s]; !ok {
+			v.addf(fmt.Sprintf("checks.privilege_drop.%d", i), "service %q does not exist", s)
+		}
+	}
+	for i, s := range c.SecretsIgnore {
+		if strings.TrimSpace(s) == "" {
+			v.addf(fmt.Sprintf("checks.secrets_ignore.%d", i), "entry is empty")
 		}
 	}
 	names := map[string]bool{}

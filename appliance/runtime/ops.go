@@ -319,6 +319,9 @@ func (r *Runtime) superviseService(ctx context.Context, app *model.Appliance, sv
 		}
 		if !c.Running {
 			r.setState(app.Name, svc.Name, func(s *ServiceState) { s.State, s.Health = c.State, health.None })
+			// Whatever starts it again (a restart here, or an operator)
+			// starts a new run whose health is unknown until probed.
+			tr = nil
 			if !restartAllowed(svc.Restart, c.ExitCode) {
 				if !sleep(time.Second) {
 					return
@@ -335,7 +338,15 @@ func (r *Runtime) superviseService(ctx context.Context, app *model.Appliance, sv
 			tr = health.NewTracker(sp, c.StartedAt)
 			runStart = c.StartedAt
 			nextProbe = time.Now()
-			r.setState(app.Name, svc.Name, func(s *ServiceState) { s.State, s.ContainerID, s.StartedAt = c.State, c.ID, c.StartedAt })
+			r.setState(app.Name, svc.Name, func(s *ServiceState) {
+				s.State, s.ContainerID, s.StartedAt = c.State, c.ID, c.StartedAt
+				if sp != nil && s.Health != health.Healthy {
+					// A new run (after an exit or a restart) is not
+					// serving until its health check passes; the health
+					// of a run adopted while healthy is kept.
+					s.Health = health.Starting
+				}
+			})
 		}
 		if sp == nil {
 			r.setState(app.Name, svc.Name, func(s *ServiceState) { s.State, s.Health = c.State, health.None })

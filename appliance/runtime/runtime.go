@@ -31,9 +31,10 @@ type Runtime struct {
 	log    *slog.Logger
 	limits HostLimits
 
-	mu        sync.Mutex
-	status    map[string]map[string]*ServiceState // appliance -> service -> state
-	listeners []ServingListener
+	mu         sync.Mutex
+	status     map[string]map[string]*ServiceState // appliance -> service -> state
+	listeners  []ServingListener
+	proxyNeeds ProxyNeedsFunc
 }
 
 // New returns a Runtime. log may be nil.
@@ -429,12 +430,30 @@ func (r *Runtime) runNode(ctx context.Context, app *model.Appliance, dag *plan.D
 		return nil
 	}
 	svc := app.Services[name]
+	begin := time.Now()
 	info, err := r.ensureContainer(ctx, app, svc, rev, images[name], progress)
 	if err != nil {
 		return err
 	}
 	close(n.started)
-	if err := r.waitHealthy(ctx, app, svc, info, progress); err != nil {
+	err = r.waitHealthy(ctx, app, svc, info, progress)
+	var se *ServiceError
+	if err != nil && errors.As(err, &se) && info.StartedAt.Before(begin) {
+		// An adopted container (left running by a previous process) that
+		// is not healthy is restarted once, as the supervisor would,
+		// rather than failing the whole start.
+		progress(svc.Name, "adopted container is not healthy; restarting it")
+		r.event(ctx, app.Name, svc.Name, "restart", "adopted container not healthy: "+se.LastProbe)
+		if serr := r.eng.StopContainer(ctx, info.ID, svc.StopGracePeriod); serr != nil {
+			return fmt.Errorf("stopping unhealthy %s: %w", info.Name, serr)
+		}
+		spec := ContainerSpec(app, svc, rev, nil)
+		if info, err = r.start(ctx, app, svc, spec, info.ID, rev, info.Labels[engine.LabelConfigHash]); err != nil {
+			return err
+		}
+		err = r.waitHealthy(ctx, app, svc, info, progress)
+	}
+	if err != nil {
 		return err
 	}
 	close(n.healthy)
@@ -466,6 +485,9 @@ func (r *Runtime) runNode(ctx context.Context, app *model.Appliance, dag *plan.D
 // an unchanged running container is adopted as it is.
 func (r *Runtime) ensureContainer(ctx context.Context, app *model.Appliance, svc *model.Service, rev int64, imageID string, progress ProgressFunc) (engine.ContainerInfo, error) {
 	spec := ContainerSpec(app, svc, rev, nil)
+	if err := r.applyProxyNeeds(ctx, app, svc, &spec); err != nil {
+		return engine.ContainerInfo{}, err
+	}
 	hash := ConfigHash(spec, imageID)
 	spec.Labels[engine.LabelConfigHash] = hash
 	cur, err := r.eng.InspectContainer(ctx, spec.Name)
