@@ -101,8 +101,22 @@ func imageExists(ref string) bool {
 // sorted: what a failed load must leave unchanged.
 func imagesUnder(t *testing.T, prefix string) string {
 	t.Helper()
+	// `podman images` fails with "image not known" when another Podman
+	// client on the host removes an image while it lists; list again.
+	var listing []byte
+	var err error
+	for try := 0; try < 10; try++ {
+		listing, err = exec.Command("podman", "images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}").CombinedOutput()
+		if err == nil || !strings.Contains(string(listing), "image not known") {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("podman images: %v\n%s", err, listing)
+	}
 	var out []string
-	for _, l := range lines(podman(t, "images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}")) {
+	for _, l := range lines(string(listing)) {
 		if strings.Contains(l, prefix) {
 			out = append(out, l)
 		}

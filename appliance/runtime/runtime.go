@@ -187,9 +187,11 @@ func (r *Runtime) Up(ctx context.Context, app *model.Appliance, opts UpOptions) 
 			n := nodes[name]
 			err := r.runNode(runCtx, app, dag, nodes, name, rev, images, progress)
 			if err != nil {
+				// Record the root cause before waking dependants, whose
+				// own "dependency failed" errors must not win the race.
 				n.err = err
-				close(n.failed)
 				errOnce.Do(func() { firstErr = err; cancel() })
+				close(n.failed)
 			}
 		}()
 	}
