@@ -58,8 +58,12 @@ else
 	@podman image exists localhost/outpost-e2e-postgres:15 || echo "e2e-postgres: not root; build the image with 'sudo make e2e-postgres' (the backup e2e tests need it)"
 endif
 
+.PHONY: e2e-clean
+e2e-clean: setup ## remove every container the test user's Podman has (left by interrupted runs) so its rootless network starts fresh
+	$(AS_USER) sh -c 'cd /; podman ps -aq | xargs -r podman rm -f >/dev/null; podman pod rm -af >/dev/null 2>&1 || true'
+
 .PHONY: e2e
-e2e: setup e2e-postgres stage ## end-to-end tests against real rootless Podman
+e2e: setup e2e-clean e2e-postgres stage ## end-to-end tests against real rootless Podman (the test user's containers are removed first)
 	cd $(RUN_DIR) && $(AS_USER) ./podman.test -test.run TestPodmanE2E -test.v -test.count=1 -test.timeout 10m
 	cd $(RUN_DIR) && $(AS_USER) OUTPOST_BIN=$(RUN_DIR)/outpost ./e2e.test -test.v -test.count=1 -test.timeout $(E2E_TIMEOUT)
 

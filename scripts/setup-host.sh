@@ -75,6 +75,28 @@ CONF
 	chown -R "$TEST_USER:" "$home/.config"
 }
 
+# heal_podman repairs the test user's rootless Podman when its user namespace
+# holder is gone but its state still says containers run (the session that
+# started them was killed, and /run is not a tmpfs here, so no reboot wipes
+# the state): every podman command then fails with "invalid internal
+# status". `podman system migrate` marks those containers stopped and lets
+# the next command start a fresh pause process.
+heal_podman() {
+	uid=$(id -u "$TEST_USER")
+	home=$(getent passwd "$TEST_USER" | cut -d: -f6)
+	err=$(cd / && runuser -u "$TEST_USER" -- env HOME="$home" XDG_RUNTIME_DIR="/run/user/$uid" PATH=/usr/local/bin:/usr/bin:/bin podman info 2>&1 >/dev/null) && return 0
+	case "$err" in
+	*"system migrate"*)
+		log "rootless Podman of $TEST_USER lost its pause process; running podman system migrate"
+		(cd / && runuser -u "$TEST_USER" -- env HOME="$home" XDG_RUNTIME_DIR="/run/user/$uid" PATH=/usr/local/bin:/usr/bin:/bin podman system migrate) >/dev/null 2>&1 || true
+		;;
+	esac
+	err=$(cd / && runuser -u "$TEST_USER" -- env HOME="$home" XDG_RUNTIME_DIR="/run/user/$uid" PATH=/usr/local/bin:/usr/bin:/bin podman info 2>&1 >/dev/null) || {
+		log "rootless Podman does not work for $TEST_USER: $err"
+		exit 1
+	}
+}
+
 main() {
 	if [ "$(id -u)" -ne 0 ]; then
 		log "must run as root"
@@ -83,6 +105,7 @@ main() {
 	install_packages
 	fix_tun
 	make_user
+	heal_podman
 	log "ready: rootless Podman works for user $TEST_USER"
 }
 

@@ -488,6 +488,7 @@ func writeArchiveFile(p string, ri *resolvedImage, platform, tmp string) (Image,
 
 type countWriter struct{ n int64 }
 
+// Write implements io.Writer.
 func (c *countWriter) Write(p []byte) (int, error) {
 	c.n += int64(len(p))
 	return len(p), nil
@@ -631,6 +632,7 @@ type progressReader struct {
 	p Progress
 }
 
+// Read implements io.Reader.
 func (pr *progressReader) Read(b []byte) (int, error) {
 	n, err := pr.r.Read(b)
 	if n > 0 {

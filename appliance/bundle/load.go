@@ -149,7 +149,7 @@ type LoadOptions struct {
 	// ExtractKinds) as Extract does, after everything has verified.
 	ExtractDir   string
 	ExtractKinds []Kind
-	// Parallel is how many images Podman imports at once; default 2 (the
+	// Parallel is how many images Podman imports at once; default 4 (the
 	// fastest on the measured 2-CPU machines, see docs/bundles.md).
 	Parallel int
 	// VerifyFirst holds every image back until the whole bundle has
@@ -214,7 +214,7 @@ func Load(ctx context.Context, path string, opts LoadOptions) (*LoadResult, erro
 		return nil, errors.New("loading bundle: no container engine")
 	}
 	if opts.Parallel <= 0 {
-		opts.Parallel = 2
+		opts.Parallel = 4
 	}
 	s, err := open(path, opts.Trust, opts.Progress, opts.Log)
 	if err != nil {

@@ -26,9 +26,14 @@ func NoProgress() Progress { return noProgress{} }
 
 type noProgress struct{}
 
+// Start implements Progress.
 func (noProgress) Start(string, int64) {}
-func (noProgress) Add(int64)           {}
-func (noProgress) Finish()             {}
+
+// Add implements Progress.
+func (noProgress) Add(int64) {}
+
+// Finish implements Progress.
+func (noProgress) Finish() {}
 
 // NewProgress reports to w: a redrawn bar with bytes, rate and ETA when w
 // is a terminal (tty), else a plain line every few seconds and one per
@@ -47,6 +52,7 @@ type barProgress struct {
 	bar *progressbar.ProgressBar
 }
 
+// Start implements Progress.
 func (b *barProgress) Start(step string, total int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -70,6 +76,7 @@ func (b *barProgress) Start(step string, total int64) {
 	)
 }
 
+// Add implements Progress.
 func (b *barProgress) Add(n int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -78,6 +85,7 @@ func (b *barProgress) Add(n int64) {
 	}
 }
 
+// Finish implements Progress.
 func (b *barProgress) Finish() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -105,6 +113,7 @@ type lineProgress struct {
 	open    bool
 }
 
+// Start implements Progress.
 func (l *lineProgress) Start(step string, total int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -114,6 +123,7 @@ func (l *lineProgress) Start(step string, total int64) {
 	l.last = l.started
 }
 
+// Add implements Progress.
 func (l *lineProgress) Add(n int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -124,6 +134,7 @@ func (l *lineProgress) Add(n int64) {
 	}
 }
 
+// Finish implements Progress.
 func (l *lineProgress) Finish() {
 	l.mu.Lock()
 	defer l.mu.Unlock()

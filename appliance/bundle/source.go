@@ -116,6 +116,7 @@ func (t *tarFS) open(name string) (io.ReadCloser, int64, error) {
 	return nil, 0, fmt.Errorf("%s: too many links resolving %q", t.path, name)
 }
 
+// Close releases the archive file.
 func (t *tarFS) Close() error { return t.f.Close() }
 
 // srcImage is an image found in a source, not yet copied.

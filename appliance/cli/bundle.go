@@ -391,7 +391,7 @@ it was.`,
 		},
 	}
 	tf.register(cmd)
-	cmd.Flags().IntVar(&parallel, "parallel", 2, "images Podman imports at once")
+	cmd.Flags().IntVar(&parallel, "parallel", 4, "images Podman imports at once")
 	cmd.Flags().BoolVar(&verifyFirst, "verify-first", false, "import nothing until the whole bundle has verified (slower)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress output")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"sort"
@@ -106,9 +107,10 @@ type BuildOptions struct {
 	// Ports maps service → container port → the loopback host port the
 	// container port is published on. Every target must be present.
 	Ports map[string]map[uint16]uint16
-	// Debug sets Caddy's log level to DEBUG (default INFO; Outpost's own
-	// slog level filters further).
-	Debug bool
+	// LogLevel is the lowest level of Caddy's log entries (default
+	// slog.LevelInfo); Apply passes its logger's level so that Caddy does
+	// not encode entries Outpost's logger would drop.
+	LogLevel slog.Level
 }
 
 // Config is a built proxy configuration.
@@ -681,8 +683,13 @@ func (d *doc) globals(opts BuildOptions) {
 		tlsApp["disable_storage_clean"] = true
 	}
 	level := "INFO"
-	if opts.Debug {
+	switch {
+	case opts.LogLevel <= slog.LevelDebug:
 		level = "DEBUG"
+	case opts.LogLevel >= slog.LevelError:
+		level = "ERROR"
+	case opts.LogLevel >= slog.LevelWarn:
+		level = "WARN"
 	}
 	logs := child(child(d.cfg, "logging"), "logs")
 	logs["default"] = obj{

@@ -88,7 +88,7 @@ func (p *Proxy) Apply(ctx context.Context, app *model.Appliance, ports map[strin
 	if p.stateDir == "" {
 		return nil, errors.New("starting the embedded proxy: no state directory")
 	}
-	cfg, err := Build(app, BuildOptions{StateDir: p.stateDir, Ports: ports, Debug: p.log.Enabled(ctx, slog.LevelDebug)})
+	cfg, err := Build(app, BuildOptions{StateDir: p.stateDir, Ports: ports, LogLevel: logLevel(ctx, p.log)})
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +126,16 @@ func (p *Proxy) Apply(ctx context.Context, app *model.Appliance, ports map[strin
 	p.mu.Unlock()
 	p.log.Info("proxy serving", "appliance", app.Name, "listen", cfg.Listen, "tls", cfg.TLS, "health", cfg.HealthListen)
 	return cfg, nil
+}
+
+// logLevel is the lowest level log enables.
+func logLevel(ctx context.Context, log *slog.Logger) slog.Level {
+	for _, l := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn} {
+		if log.Enabled(ctx, l) {
+			return l
+		}
+	}
+	return slog.LevelError
 }
 
 // certWait bounds how long Apply waits for the local CA's certificates.

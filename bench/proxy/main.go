@@ -10,9 +10,9 @@
 //   - direct: straight to the published port, no proxy;
 //
 // with wrk at 1 and 32 connections, several rounds interleaving the
-// variants, and prints the median requests/s, p50 and p99 latency, and the
-// ratios embedded/standalone (target: throughput ≥ 0.95×, p99 overhead
-// ≤ 1 ms). It exits non-zero only when something fails to
+// variants, and prints the median requests/s, p50 and p99 latency, the
+// proxy process's CPU time per request, and the ratios embedded/standalone
+// (target: throughput ≥ 0.95×, p99 overhead ≤ 1 ms). It exits non-zero only when something fails to
 // run, never for missing a target. It must run as the user that owns the
 // rootless Podman storage; the demo image must be loaded (`outpost
 // demo-image`). See bench/README.md.
@@ -226,8 +226,13 @@ func bench(ctx context.Context, c config) error {
 	}
 	version, _ := exec.Command(c.caddy, "version").Output()
 
-	targets := []struct{ name, url string }{
-		{"direct", direct}, {"standalone", standalone}, {"embedded", embedded},
+	// pid is the proxy process whose CPU time a variant is charged (the
+	// whole Outpost daemon for embedded); 0 for direct.
+	targets := []struct {
+		name, url string
+		pid       int
+	}{
+		{"direct", direct, 0}, {"standalone", standalone, caddy.Process.Pid}, {"embedded", embedded, daemon.Process.Pid},
 	}
 	// Rounds interleave the variants, so that load from elsewhere on the
 	// machine hits them alike; each variant's median round is reported.
@@ -243,15 +248,19 @@ func bench(ctx context.Context, c config) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+				cpu0 := procCPU(t.pid)
 				r, err := runWrk(ctx, c.wrk, t.url, n, c.duration)
 				if err != nil {
 					return err
+				}
+				if t.pid != 0 && r.requests > 0 {
+					r.cpuPerReq = (procCPU(t.pid) - cpu0) / time.Duration(r.requests)
 				}
 				if all[t.name] == nil {
 					all[t.name] = map[int][]result{}
 				}
 				all[t.name][n] = append(all[t.name][n], r)
-				fmt.Fprintf(os.Stderr, "round %d  %-10s c=%-3d %10.0f req/s  p50 %-9s p99 %s\n", round, t.name, n, r.rps, r.p50, r.p99)
+				fmt.Fprintf(os.Stderr, "round %d  %-10s c=%-3d %10.0f req/s  p50 %-9s p99 %-9s cpu/req %s\n", round, t.name, n, r.rps, fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.cpuPerReq))
 			}
 		}
 	}
@@ -281,9 +290,10 @@ func median(rs []result) result {
 		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
 	return result{
-		rps: pick(func(r result) float64 { return r.rps }),
-		p50: time.Duration(pick(func(r result) float64 { return float64(r.p50) })),
-		p99: time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
+		rps:       pick(func(r result) float64 { return r.rps }),
+		p50:       time.Duration(pick(func(r result) float64 { return float64(r.p50) })),
+		p99:       time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
+		cpuPerReq: time.Duration(pick(func(r result) float64 { return float64(r.cpuPerReq) })),
 	}
 }
 
@@ -338,7 +348,35 @@ func backendDial(routesJSON []byte) (string, error) {
 // result is one wrk measurement.
 type result struct {
 	rps      float64
+	requests int64
 	p50, p99 time.Duration
+	// cpuPerReq is the proxy process's CPU time (user+system) per request:
+	// what the proxy costs, independent of how much CPU other processes
+	// on the machine leave it.
+	cpuPerReq time.Duration
+}
+
+// procCPU returns a process's user+system CPU time so far (0 for pid 0 or
+// when unreadable).
+func procCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces): state is
+	// field 3, utime and stime are fields 14 and 15, in clock ticks.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b)[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / ticks
 }
 
 // runWrk runs wrk with n connections (one thread per 16 connections, at
@@ -360,6 +398,7 @@ func runWrk(ctx context.Context, wrk, url string, n int, d time.Duration) (resul
 
 var (
 	reRPS     = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	reReqs    = regexp.MustCompile(`(\d+) requests in`)
 	rePct     = regexp.MustCompile(`(?m)^\s+(50|99)(?:\.000)?%\s+([0-9.]+)(us|ms|s)\s*$`)
 	reNon2xx  = regexp.MustCompile(`Non-2xx or 3xx responses:\s+(\d+)`)
 	reSockErr = regexp.MustCompile(`Socket errors:.*`)
@@ -374,6 +413,9 @@ func parseWrk(out string) (result, error) {
 		return r, errors.New("no Requests/sec in wrk output")
 	}
 	r.rps, _ = strconv.ParseFloat(m[1], 64)
+	if m := reReqs.FindStringSubmatch(out); m != nil {
+		r.requests, _ = strconv.ParseInt(m[1], 10, 64)
+	}
 	for _, p := range rePct.FindAllStringSubmatch(out, -1) {
 		v, _ := strconv.ParseFloat(p[2], 64)
 		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[p[3]]
@@ -399,17 +441,17 @@ func parseWrk(out string) (result, error) {
 func report(w io.Writer, c config, res map[string]map[int]result, caddyVersion string) {
 	fmt.Fprintf(w, "\nproxy benchmark: GET /1k (1024-byte body), wrk %s per measurement, median of %d interleaved rounds after a %s warm-up; standalone caddy %s\n\n", c.duration, c.rounds, c.warmup, caddyVersion)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "conns\tvariant\treq/s\tp50\tp99")
+	fmt.Fprintln(tw, "conns\tvariant\treq/s\tp50\tp99\tproxy CPU/req")
 	for _, n := range c.conns {
 		for _, v := range []string{"direct", "standalone", "embedded"} {
 			r := res[v][n]
-			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%s\t%s\n", n, v, r.rps, fmtDur(r.p50), fmtDur(r.p99))
+			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%s\t%s\t%s\n", n, v, r.rps, fmtDur(r.p50), fmtDur(r.p99), cpuCol(r))
 		}
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "conns\tembedded/standalone req/s\tp50 ratio\tp99 ratio\tp99 overhead vs standalone\tp99 overhead vs direct\ttargets (≥0.95×, ≤1ms)")
+	fmt.Fprintln(tw, "conns\tembedded/standalone req/s\tp50 ratio\tp99 ratio\tp99 overhead vs standalone\tp99 overhead vs direct\tCPU/req ratio\ttargets (≥0.95×, ≤1ms)")
 	for _, n := range c.conns {
 		e, s, d := res["embedded"][n], res["standalone"][n], res["direct"][n]
 		tput := e.rps / s.rps
@@ -418,25 +460,39 @@ func report(w io.Writer, c config, res map[string]map[int]result, caddyVersion s
 		if tput < 0.95 || over > time.Millisecond {
 			verdict = "missed"
 		}
-		fmt.Fprintf(tw, "%d\t%.3f\t%.2f\t%.2f\t%s\t%s\t%s\n", n, tput,
-			float64(e.p50)/float64(s.p50), float64(e.p99)/float64(s.p99), fmtDur(over), fmtDur(e.p99-d.p99), verdict)
+		fmt.Fprintf(tw, "%d\t%.3f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\n", n, tput,
+			float64(e.p50)/float64(s.p50), float64(e.p99)/float64(s.p99), fmtDur(over), fmtDur(e.p99-d.p99), cpuRatio(e, s), verdict)
 	}
 	tw.Flush()
 	if c.markdown {
-		fmt.Fprintln(w, "\n| conns | variant | req/s | p50 | p99 |\n|---|---|---|---|---|")
+		fmt.Fprintln(w, "\n| conns | variant | req/s | p50 | p99 | proxy CPU/req |\n|---|---|---:|---:|---:|---:|")
 		for _, n := range c.conns {
 			for _, v := range []string{"direct", "standalone", "embedded"} {
 				r := res[v][n]
-				fmt.Fprintf(w, "| %d | %s | %.0f | %s | %s |\n", n, v, r.rps, fmtDur(r.p50), fmtDur(r.p99))
+				fmt.Fprintf(w, "| %d | %s | %.0f | %s | %s | %s |\n", n, v, r.rps, fmtDur(r.p50), fmtDur(r.p99), cpuCol(r))
 			}
 		}
-		fmt.Fprintln(w, "\n| conns | embedded / standalone req/s | p50 ratio | p99 ratio | p99 overhead vs standalone | p99 overhead vs direct |\n|---|---|---|---|---|---|")
+		fmt.Fprintln(w, "\n| conns | embedded / standalone req/s | p50 ratio | p99 ratio | p99 overhead vs standalone | p99 overhead vs direct | CPU/req ratio |\n|---|---:|---:|---:|---:|---:|---:|")
 		for _, n := range c.conns {
 			e, s, d := res["embedded"][n], res["standalone"][n], res["direct"][n]
-			fmt.Fprintf(w, "| %d | %.3f | %.2f | %.2f | %s | %s |\n", n, e.rps/s.rps,
-				float64(e.p50)/float64(s.p50), float64(e.p99)/float64(s.p99), fmtDur(e.p99-s.p99), fmtDur(e.p99-d.p99))
+			fmt.Fprintf(w, "| %d | %.3f | %.2f | %.2f | %s | %s | %s |\n", n, e.rps/s.rps,
+				float64(e.p50)/float64(s.p50), float64(e.p99)/float64(s.p99), fmtDur(e.p99-s.p99), fmtDur(e.p99-d.p99), cpuRatio(e, s))
 		}
 	}
+}
+
+func cpuCol(r result) string {
+	if r.cpuPerReq == 0 {
+		return "-"
+	}
+	return fmtDur(r.cpuPerReq)
+}
+
+func cpuRatio(e, s result) string {
+	if e.cpuPerReq == 0 || s.cpuPerReq == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", float64(e.cpuPerReq)/float64(s.cpuPerReq))
 }
 
 func fmtDur(d time.Duration) string {

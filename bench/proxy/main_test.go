@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"testing"
 	"time"
 )
@@ -25,7 +26,7 @@ func TestParseWrk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.rps != 15306.55 || r.p50 != 1910*time.Microsecond || r.p99 != 850*time.Microsecond {
+	if r.rps != 15306.55 || r.requests != 153213 || r.p50 != 1910*time.Microsecond || r.p99 != 850*time.Microsecond {
 		t.Fatalf("parsed %+v", r)
 	}
 	if _, err := parseWrk(wrkOutput + "  Non-2xx or 3xx responses: 12\n"); err == nil {
@@ -47,5 +48,17 @@ func TestMedian(t *testing.T) {
 	m := median([]result{{rps: 3, p50: 3, p99: 1}, {rps: 1, p50: 2, p99: 9}, {rps: 2, p50: 1, p99: 5}})
 	if m.rps != 2 || m.p50 != 2 || m.p99 != 5 {
 		t.Fatalf("median = %+v", m)
+	}
+}
+
+func TestProcCPU(t *testing.T) {
+	if procCPU(0) != 0 {
+		t.Fatal("pid 0 has CPU time")
+	}
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for time.Now().Before(deadline) {
+	}
+	if d := procCPU(os.Getpid()); d <= 0 {
+		t.Fatalf("own CPU time = %s", d)
 	}
 }

@@ -148,6 +148,17 @@ func StartService(ctx context.Context, opts ServiceOptions) (*Service, error) {
 	return s, nil
 }
 
+// recoveryHint names the operator's next step for podman failures that have
+// a known remedy, or returns "".
+func recoveryHint(output string) string {
+	if strings.Contains(output, "system migrate") {
+		// The processes holding the rootless user namespace were killed
+		// while Podman's state still lists running containers.
+		return "\nrootless Podman lost the process holding its user namespace: run `podman system migrate` as this user (it marks the dead containers stopped) and retry"
+	}
+	return ""
+}
+
 func (s *Service) waitReady(ctx context.Context, timeout time.Duration) error {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -156,7 +167,8 @@ func (s *Service) waitReady(ctx context.Context, timeout time.Duration) error {
 	for {
 		select {
 		case <-s.done:
-			return fmt.Errorf("podman exited before its socket answered (%v); its output ends with:\n%s", s.err, s.output.String())
+			out := s.output.String()
+			return fmt.Errorf("podman exited before its socket answered (%v); its output ends with:\n%s%s", s.err, out, recoveryHint(out))
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for %s: %w", s.sock, ctx.Err())
 		case <-deadline.C:

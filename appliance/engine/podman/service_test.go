@@ -79,3 +79,13 @@ func TestResolveURIUsesContainerHost(t *testing.T) {
 	}
 	stop()
 }
+
+func TestRecoveryHintNamesMigrate(t *testing.T) {
+	out := `level=error msg="invalid internal status, try resetting the pause process with \"podman system migrate\": could not find any running process"`
+	if h := recoveryHint(out); !strings.Contains(h, "podman system migrate") {
+		t.Fatalf("hint for a lost pause process = %q, want it to name podman system migrate", h)
+	}
+	if h := recoveryHint("Error: some other failure"); h != "" {
+		t.Fatalf("hint for an unknown failure = %q, want none", h)
+	}
+}
