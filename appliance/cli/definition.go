@@ -45,6 +45,17 @@ func (o *defOptions) registerFile(fs *pflag.FlagSet, short string) {
 
 func (o *defOptions) given() bool { return len(o.files) > 0 }
 
+// localDefinition reports whether the working directory has a Compose file
+// that `up` would read without -f.
+func localDefinition() bool {
+	for _, f := range defaultFiles {
+		if _, err := os.Stat(f); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // loaded is a definition with where it came from.
 type loaded struct {
 	app  *model.Appliance
@@ -113,7 +124,8 @@ func environ() map[string]string {
 }
 
 // deployed resolves which deployed appliance a command acts on: the one the
-// definition flags name, or the only one in the store.
+// definition flags name, else the one of the Compose file in the working
+// directory (as Compose does), else the only one in the store.
 func (o *defOptions) deployed(ctx context.Context, g *globals, env *daemon.Env) (*model.Appliance, error) {
 	name := o.name
 	if name == "" && o.given() {
@@ -122,6 +134,12 @@ func (o *defOptions) deployed(ctx context.Context, g *globals, env *daemon.Env) 
 			return nil, err
 		}
 		name = l.app.Name
+	} else if name == "" && localDefinition() {
+		// A local file that does not load (say it needs a variable only
+		// the deploy had) is no reason to refuse: fall back to the store.
+		if l, err := o.load(ctx, g); err == nil {
+			name = l.app.Name
+		}
 	}
 	if name == "" {
 		names, err := env.Store.Appliances(ctx)
@@ -134,7 +152,7 @@ func (o *defOptions) deployed(ctx context.Context, g *globals, env *daemon.Env) 
 		case 1:
 			name = names[0]
 		default:
-			return nil, fmt.Errorf("several appliances are deployed here (%s); choose one with --name", strings.Join(names, ", "))
+			return nil, fmt.Errorf("the state holds several appliances (%s) and no Compose file here names one; choose with --name", strings.Join(names, ", "))
 		}
 	}
 	app, _, err := env.Runtime.Deployed(ctx, name)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -141,8 +142,14 @@ func probeHTTP(ctx context.Context, client *http.Client, url string) error {
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 399 {
+		// The start of the body usually says why (the demo API names
+		// the store error it saw).
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		if body := strings.TrimSpace(string(b)); body != "" {
+			return fmt.Errorf("status %s: %s", resp.Status, body)
+		}
 		return fmt.Errorf("status %s", resp.Status)
 	}
 	return nil

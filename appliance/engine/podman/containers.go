@@ -52,8 +52,11 @@ func (e *Engine) resolveHostGateway() (string, error) {
 	return e.hostGateway()
 }
 
-// StartContainer starts a created or stopped container.
+// StartContainer starts a created or stopped container. Before it, stale
+// aardvark-dns entries left by containers whose network teardown never ran
+// are removed (see pruneStaleDNS).
 func (e *Engine) StartContainer(ctx context.Context, id string) error {
+	e.pruneStaleDNS(ctx)
 	if err := containers.Start(e.callCtx(ctx), id, nil); err != nil {
 		return apiErr("starting container "+id, err)
 	}

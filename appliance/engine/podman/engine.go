@@ -31,6 +31,9 @@ type Engine struct {
 	// Connect; they decide whether resource limits can be applied.
 	rootless  bool
 	cgroupsV2 bool
+	// networkBackend is the service's ("netavark" or "cni"); with
+	// netavark the engine looks after stale aardvark-dns entries.
+	networkBackend string
 
 	// hostGateway resolves the "host-gateway" extra-host token; a field so
 	// tests can replace it.
@@ -82,6 +85,7 @@ func Connect(ctx context.Context, uri string, opts ...Option) (*Engine, error) {
 	if info.Host != nil {
 		e.rootless = info.Host.Security.Rootless
 		e.cgroupsV2 = info.Host.CgroupsVersion == "v2"
+		e.networkBackend = info.Host.NetworkBackend
 	}
 	return e, nil
 }
