@@ -54,11 +54,15 @@ func (e *Engine) resolveHostGateway() (string, error) {
 
 // StartContainer starts a created or stopped container. Before it, stale
 // aardvark-dns entries left by containers whose network teardown never ran
-// are removed (see pruneStaleDNS).
+// are removed (see pruneStaleDNS); after it, with netavark before 1.9, the
+// MAC addresses of its bridges are pinned (see pinBridges).
 func (e *Engine) StartContainer(ctx context.Context, id string) error {
 	e.pruneStaleDNS(ctx)
 	if err := containers.Start(e.callCtx(ctx), id, nil); err != nil {
 		return apiErr("starting container "+id, err)
+	}
+	if e.bridgePin {
+		e.pinBridges(ctx, id)
 	}
 	return nil
 }

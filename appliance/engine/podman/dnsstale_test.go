@@ -61,3 +61,23 @@ func TestRewriteAardvarkFileLeavesNoStrayFile(t *testing.T) {
 		t.Fatalf("file still there after removal: %v", err)
 	}
 }
+
+func TestNeedsBridgePin(t *testing.T) {
+	old := func() string { return "netavark 1.4.0" }
+	for _, c := range []struct {
+		uri, backend, version string
+		helper                func() string
+		want                  bool
+	}{
+		{"unix:///run/user/1000/podman.sock", "netavark", "", old, true},
+		{"unix:///run/user/1000/podman.sock", "netavark", "1.9.0", old, false},
+		{"unix:///run/user/1000/podman.sock", "netavark", "netavark 1.14.1", nil, false},
+		{"unix:///run/user/1000/podman.sock", "netavark", "", func() string { return "" }, true},
+		{"unix:///run/user/1000/podman.sock", "cni", "", old, false},
+		{"ssh://core@box/run/podman.sock", "netavark", "", old, false},
+	} {
+		if got := needsBridgePin(c.uri, c.backend, c.version, c.helper); got != c.want {
+			t.Errorf("needsBridgePin(%q, %q, %q) = %v, want %v", c.uri, c.backend, c.version, got, c.want)
+		}
+	}
+}

@@ -34,6 +34,9 @@ type Engine struct {
 	// networkBackend is the service's ("netavark" or "cni"); with
 	// netavark the engine looks after stale aardvark-dns entries.
 	networkBackend string
+	// bridgePin is set when bridges' MAC addresses must be pinned after
+	// container starts (netavark before 1.9; see bridgemac.go).
+	bridgePin bool
 
 	// hostGateway resolves the "host-gateway" extra-host token; a field so
 	// tests can replace it.
@@ -86,6 +89,7 @@ func Connect(ctx context.Context, uri string, opts ...Option) (*Engine, error) {
 		e.rootless = info.Host.Security.Rootless
 		e.cgroupsV2 = info.Host.CgroupsVersion == "v2"
 		e.networkBackend = info.Host.NetworkBackend
+		e.bridgePin = needsBridgePin(uri, info.Host.NetworkBackend, info.Host.NetworkBackendInfo.Version, netavarkVersion)
 	}
 	return e, nil
 }
