@@ -69,6 +69,9 @@ working directory, the embedded demo appliance is used.`,
 				if err := l.prepare(ctx, env); err != nil {
 					return err
 				}
+				if err := recoverOpen(ctx, g, env, &def); err != nil {
+					return err
+				}
 				app, err2 := env.WithSecrets(l.app)
 				if err2 != nil {
 					return err2
@@ -329,6 +332,9 @@ in reverse dependency order.`,
 				return err
 			}
 			defer env.Close()
+			if err := recoverOpen(ctx, g, env, &def); err != nil {
+				return err
+			}
 			var l *loaded
 			if def.given() {
 				if l, err = def.load(ctx, g); err != nil {

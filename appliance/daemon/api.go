@@ -61,7 +61,8 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("POST /v1/up", d.handleUp)
 	mux.HandleFunc("POST /v1/down", d.handleDown)
 	mux.HandleFunc("GET /v1/proxy", d.handleProxy)
-	d.backupRoutes(mux) // POST /v1/backup, /v1/restore (backup.go)
+	d.backupRoutes(mux)  // POST /v1/backup, /v1/restore (backup.go)
+	d.upgradeRoutes(mux) // POST /v1/upgrade, /v1/rollback (upgrade.go)
 	return mux
 }
 

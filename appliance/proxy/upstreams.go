@@ -57,6 +57,10 @@ func (u *Upstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error
 	set := *serving.set.Load()
 	out := make([]*reverseproxy.Upstream, 0, len(u.Upstreams))
 	for _, t := range u.Upstreams {
+		if dial, ok := diverted(t.Service, t.Port); ok && t.Service != "" {
+			out = append(out, &reverseproxy.Upstream{Dial: dial})
+			continue
+		}
 		if t.Service == "" || set[t.Service] {
 			// A fresh Upstream each time: Caddy writes into the ones a
 			// source returns, so sharing them between requests would race.

@@ -307,6 +307,21 @@ func (r *Runtime) recordRevision(ctx context.Context, app *model.Appliance, imag
 	if active.ID != 0 && active.SpecHash == hash && sameImages(active.Images, images) {
 		return active.ID, nil
 	}
+	// A definition recorded before (a rollback, or a retry after a failed
+	// upgrade) is applied again under its own revision, so history shows
+	// one revision per definition.
+	revs, err := r.st.Revisions(ctx, app.Name)
+	if err != nil {
+		return 0, fmt.Errorf("reading revisions: %w", err)
+	}
+	for _, old := range revs {
+		if old.ID != active.ID && old.SpecHash == hash && sameImages(old.Images, images) {
+			if err := r.st.SetRevisionStatus(ctx, old.ID, store.RevisionApplying); err != nil {
+				break // e.g. an applying revision of a crashed run: record a new one
+			}
+			return old.ID, nil
+		}
+	}
 	id, err := r.st.CreateRevision(ctx, store.Revision{
 		Appliance: app.Name, Version: app.Version, Spec: spec, SpecHash: hash,
 		Images: images, Status: store.RevisionApplying,
