@@ -96,6 +96,7 @@ health-gated start, supervision, and state in SQLite.`,
 	)
 	root.AddCommand(serviceCommands(g)...)
 	root.AddCommand(backupCommands(g)...)
+	root.AddCommand(volumeCommands(g)...)
 	root.AddCommand(newProxyCmd(g))
 	root.AddCommand(newCheckCmd(g))
 	root.AddCommand(newBundleCmd(g))

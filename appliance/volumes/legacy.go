@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/outpostdev/outpost/appliance/model"
@@ -90,6 +91,56 @@ func MarkLegacy(ctx context.Context, st *store.Store, prev, next *model.Applianc
 				return marked, fmt.Errorf("volume %s is mounted again: %w", name, err)
 			}
 		}
+	}
+	return marked, nil
+}
+
+// MarkUnused marks the named inventoried volumes of app legacy, since now
+// at the active revision, for an operator retiring volumes no upgrade
+// marked (left by a release before legacy marks existed, or by `up` with a
+// new definition). A volume mounted by the active revision (or one being
+// applied), an external one or one not in the inventory is refused, and
+// then nothing is marked. Volumes already legacy keep their mark. It
+// returns the names marked now.
+func MarkUnused(ctx context.Context, st *store.Store, app string, names []string) ([]string, error) {
+	infos, err := listOne(ctx, st, app)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]Info{}
+	for _, v := range infos {
+		byName[v.Name] = v
+	}
+	var refused []string
+	for _, n := range names {
+		v, ok := byName[n]
+		switch {
+		case !ok:
+			refused = append(refused, n+": not a volume of "+app+" in Outpost's inventory")
+		case v.External:
+			refused = append(refused, n+": external: Outpost does not manage it")
+		case len(v.InUse) > 0:
+			refused = append(refused, n+": mounted by "+strings.Join(v.InUse, ", ")+" in the active revision")
+		}
+	}
+	if len(refused) > 0 {
+		return nil, fmt.Errorf("%w: %s; nothing was marked", ErrRefused, strings.Join(refused, "; "))
+	}
+	var rev int64
+	if r, err := st.ActiveRevision(ctx, app); err == nil {
+		rev = r.ID
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	var marked []string
+	for _, n := range names {
+		if byName[n].LegacySince != nil {
+			continue
+		}
+		if err := st.MarkVolumeLegacy(ctx, app, n, time.Now(), rev); err != nil {
+			return marked, err
+		}
+		marked = append(marked, n)
 	}
 	return marked, nil
 }

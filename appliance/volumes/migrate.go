@@ -365,3 +365,36 @@ func (t *tail) Write(p []byte) (int, error) {
 }
 
 func (t *tail) String() string { return string(t.buf) }
+
+// RunningUsers names the services of app that mount one of the volume keys
+// and whose container (as the inventory records it) is running: a copy
+// taken while they run would miss their later writes.
+func RunningUsers(ctx context.Context, eng engine.Engine, st *store.Store, app *model.Appliance, keys ...string) ([]string, error) {
+	want := map[string]bool{}
+	for _, k := range keys {
+		for _, svc := range users(app, k) {
+			want[svc] = true
+		}
+	}
+	recs, err := st.Containers(ctx, app.Name)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, c := range recs {
+		if !want[c.Service] || c.Job {
+			continue
+		}
+		info, err := eng.InspectContainer(ctx, c.ID)
+		if errors.Is(err, engine.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("inspecting container %s: %w", c.Name, err)
+		}
+		if info.Running {
+			out = append(out, c.Service)
+		}
+	}
+	return out, nil
+}
