@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os/exec"
@@ -241,5 +242,94 @@ func TestVolumeMigrationAndLegacyPrune(t *testing.T) {
 	}
 	if _, ok := h.volumes("--name", name)[old]; ok {
 		t.Fatalf("%s is still listed", old)
+	}
+
+	// At a terminal the names are typed. otherdata, which no migration
+	// reads, needs no verified replacement once legacy.
+	h.must(time.Minute, "volumes", "mark-legacy", "--name", name, other)
+	r = h.runTTY(2*time.Minute, "nope\n", "volumes", "prune", "--legacy", "--name", name, "--older-than", "0s", other)
+	if r.code == 0 || !strings.Contains(r.stdout, "did not match") || !volumeExists(other) {
+		t.Fatalf("prune with a wrong typed confirmation: exit %d\n%s", r.code, r.stdout)
+	}
+	r = h.runTTY(2*time.Minute, other+"\n", "volumes", "prune", "--legacy", "--name", name, "--older-than", "0s", other)
+	if r.code != 0 || !strings.Contains(r.stdout, "removed "+other) || volumeExists(other) || !volumeExists(nw) {
+		t.Fatalf("prune with a typed confirmation: exit %d\n%s", r.code, r.stdout)
+	}
+	r = h.must(time.Minute, "volumes", "--removed", "--json", "--name", name)
+	if err := json.Unmarshal([]byte(r.stdout), &removals); err != nil || len(removals) != 2 || removals[1].Name != other ||
+		!strings.Contains(removals[1].RemovedBy, "typed confirmation") || !strings.Contains(removals[1].Reason, "no migration reads it") {
+		t.Fatalf("removal audit: %v\n%s", err, r.stdout)
+	}
+}
+
+// runTTY runs outpost with a terminal as its standard input (util-linux
+// script), typing input; output and errors come back together in stdout.
+func (h *harness) runTTY(timeout time.Duration, input string, args ...string) result {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	line := "'" + bin + "'"
+	for _, a := range args {
+		line += " '" + a + "'"
+	}
+	cmd := exec.CommandContext(ctx, "script", "-qec", line, "/dev/null")
+	cmd.Dir, cmd.Env, cmd.Stdin = h.dir, h.env(), strings.NewReader(input)
+	out, err := cmd.CombinedOutput()
+	res := result{stdout: string(out)}
+	if ee, ok := err.(*exec.ExitError); ok {
+		res.code = ee.ExitCode()
+	} else if err != nil {
+		h.t.Fatalf("running outpost %v at a terminal: %v", args, err)
+	}
+	if ctx.Err() != nil {
+		h.t.Fatalf("outpost %v did not finish within %s:\n%s", args, timeout, out)
+	}
+	return res
+}
+
+// volumesPostgres runs a real PostgreSQL on the volume key %[3]s.
+const volumesPostgres = `
+name: %[1]s
+services:
+  db:
+    image: %[2]s
+    volumes: [%[3]s:/var/lib/postgresql/data]
+    stop_grace_period: 20s
+    healthcheck:
+      test: ["CMD", "pg_isready", "-U", "postgres"]
+      interval: 1s
+      timeout: 5s
+      start_period: 60s
+volumes:
+  pgold: {}
+  pgnew: {}
+`
+
+// A PostgreSQL data directory (owned by the postgres user, mode 0700, which
+// the server checks) migrated into a new volume starts there with every row.
+func TestVolumeMigrationPostgres(t *testing.T) {
+	img := postgresImage(t)
+	h := newHarness(t)
+	name := randName("ovpg")
+	cleanupAppliance(h, name)
+	h.must(5*time.Minute, "up", "-f", h.write("v1.yml", fmt.Sprintf(volumesPostgres, name, img, "pgold")))
+	db := name + "-db"
+	psql(t, db, "postgres", "CREATE TABLE items (id int PRIMARY KEY, body text)",
+		"INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 5000) g")
+	want := psql(t, db, "postgres", "SELECT count(*), md5(string_agg(body, ',' ORDER BY id)) FROM items")
+	owner := podman(t, "exec", db, "stat", "-c", "%U %a", "/var/lib/postgresql/data")
+	h.must(3*time.Minute, "down", "--name", name)
+
+	r := h.must(5*time.Minute, "volumes", "migrate", "--name", name, "pgold", "pgnew")
+	t.Logf("migrate: %s", r.stdout)
+	h.must(5*time.Minute, "up", "-f", h.write("v2.yml", fmt.Sprintf(volumesPostgres, name, img, "pgnew")))
+	if got := psql(t, db, "postgres", "SELECT count(*), md5(string_agg(body, ',' ORDER BY id)) FROM items"); got != want {
+		t.Fatalf("rows after migration: %q, want %q", got, want)
+	}
+	if got := podman(t, "exec", db, "stat", "-c", "%U %a", "/var/lib/postgresql/data"); got != owner || !strings.HasPrefix(got, "postgres ") {
+		t.Fatalf("data directory is %q in the copy, was %q", got, owner)
+	}
+	if !volumeExists(name + "_pgold") {
+		t.Fatal("the source volume was not kept")
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/outpostdev/outpost/appliance/daemon"
 	"github.com/outpostdev/outpost/appliance/model"
 	"github.com/outpostdev/outpost/appliance/store"
+	"github.com/outpostdev/outpost/appliance/upgrade"
 	"github.com/outpostdev/outpost/appliance/volumes"
 )
 
@@ -366,7 +367,8 @@ refused. The services mounting either volume must be stopped
 				if len(migs) == 0 {
 					return fmt.Errorf("%s declares no volume migrations (x-outpost volumes.migrations); name FROM and TO", app.Name)
 				}
-				release, err := env.Store.AcquireLock(ctx, volumes.LockName(app.Name), "outpost volumes migrate")
+				// The upgrade's lock: an upgrade migrates volumes too.
+				release, err := env.Store.AcquireLock(ctx, upgrade.LockName(app.Name), "outpost volumes migrate")
 				if err != nil {
 					return err
 				}

@@ -116,6 +116,8 @@ func CopyTree(o CopyOptions) (CopyReport, error) {
 		if err := json.Unmarshal(data, &m); err != nil {
 			return CopyReport{}, fmt.Errorf("reading completion marker %s: %w (remove it only if you know the copy is complete)", done, err)
 		}
+		// Killed between the two markers: the copy was verified.
+		_ = os.Remove(partial)
 		return CopyReport{Status: StatusSkipped, Marker: m}, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return CopyReport{}, fmt.Errorf("reading completion marker %s: %w", done, err)
