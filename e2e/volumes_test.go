@@ -72,6 +72,7 @@ type volumeInfo struct {
 	Exists      bool
 	LegacySince *time.Time `json:"legacy_since"`
 	MigratedTo  []string   `json:"migrated_to"`
+	Unrecorded  bool
 }
 
 func (h *harness) volumes(args ...string) map[string]volumeInfo {
@@ -214,6 +215,14 @@ func TestVolumeMigrationAndLegacyPrune(t *testing.T) {
 	refused("--yes without names", "exact names", "--older-than", "0s", "--yes")
 	refused("non-legacy volume named", "not legacy", "--older-than", "0s", "--yes", old, nw)
 	refused("unknown volume", "not a volume of", "--older-than", "0s", "--yes", "nope")
+	// A volume with the appliance's label that Outpost did not record is
+	// listed but never pruned.
+	stray := name + "_stray"
+	podman(t, "volume", "create", "--label", "io.outpost.appliance="+name, stray)
+	if v := h.volumes("--name", name)[stray]; !v.Unrecorded || !v.Exists {
+		t.Fatalf("stray volume listed as %+v", v)
+	}
+	refused("volume not in the inventory", "not a volume of", "--older-than", "0s", "--yes", stray)
 
 	r = h.run(2*time.Minute, "volumes", "prune", "--legacy", "--name", name, "--older-than", "0s", "--dry-run")
 	if r.code != 0 || !strings.Contains(r.stdout, "would remove "+old) || !volumeExists(old) {

@@ -173,8 +173,11 @@ func printVolumes(w io.Writer, infos []volumes.Info) {
 		if v.LegacySince != nil {
 			legacy = fmt.Sprintf("since %s (revision %d)", v.LegacySince.Local().Format(time.DateTime), v.LegacyRevision)
 		}
-		if v.External {
+		switch {
+		case v.External:
 			legacy = "external"
+		case v.Unrecorded:
+			legacy = "not in the inventory"
 		}
 		var mig []string
 		for _, to := range v.MigratedTo {

@@ -54,6 +54,10 @@ type Info struct {
 	// InUse names the services of the active definition (or one being
 	// applied) mounting it.
 	InUse []string `json:"in_use,omitempty"`
+	// Unrecorded is true for a volume Podman has with the appliance's
+	// label that Outpost's inventory does not hold: it is listed, but
+	// never pruned.
+	Unrecorded bool `json:"unrecorded,omitempty"`
 }
 
 // Legacy reports whether the volume is marked legacy.
@@ -72,11 +76,13 @@ func List(ctx context.Context, eng engine.Engine, st *store.Store, appliances ..
 	}
 	var sizes map[string]int64
 	exists := map[string]bool{}
+	var labelled []engine.VolumeInfo
 	if eng != nil {
 		vols, err := eng.ListVolumes(ctx, nil)
 		if err != nil {
 			return nil, fmt.Errorf("listing volumes: %w", err)
 		}
+		labelled = vols
 		for _, v := range vols {
 			exists[v.Name] = true
 		}
@@ -91,6 +97,16 @@ func List(ctx context.Context, eng engine.Engine, st *store.Store, appliances ..
 		if err != nil {
 			return nil, err
 		}
+		known := map[string]bool{}
+		for _, v := range infos {
+			known[v.Name] = true
+		}
+		for _, v := range labelled {
+			if v.Labels[engine.LabelAppliance] == app && !known[v.Name] {
+				infos = append(infos, Info{Appliance: app, Name: v.Name, Key: v.Labels[engine.LabelVolume], CreatedAt: v.CreatedAt, Unrecorded: true})
+			}
+		}
+		sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
 		for i := range infos {
 			infos[i].Exists = exists[infos[i].Name]
 			infos[i].Size = -1
