@@ -298,15 +298,32 @@ func TestUpgradeRotatableThroughDaemon(t *testing.T) {
 			}
 		}()
 	}
-	r = h.run(5*time.Minute, "upgrade", "-f", v2)
+	first := exec.Command(bin, "upgrade", "-f", v2)
+	first.Dir, first.Env = h.dir, h.env()
+	var firstOut, firstErr syncBuffer
+	first.Stdout, first.Stderr = &firstOut, &firstErr
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// A second upgrade while the daemon runs the first is refused.
+	eventually(t, time.Minute, "first upgrade under way", func() error {
+		if !strings.Contains(firstErr.String(), "beside") {
+			return fmt.Errorf("stderr so far: %s", firstErr.String())
+		}
+		return nil
+	})
+	if r := h.run(time.Minute, "upgrade", "-f", v2); r.code == 0 || !strings.Contains(r.stderr, "another upgrade or rollback") {
+		t.Errorf("second upgrade during the first: exit %d\n%s", r.code, r.stderr)
+	}
+	err := first.Wait()
 	close(stop)
 	wg.Wait()
-	if r.code != 0 {
-		t.Fatalf("upgrade exited %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	if err != nil {
+		t.Fatalf("upgrade: %v\n%s\n%s", err, firstOut.String(), firstErr.String())
 	}
 	for _, want := range []string{"beside", "proxy switched to the new copy", "proxy back on the service's own container"} {
-		if !strings.Contains(r.stderr, want) {
-			t.Errorf("upgrade progress lacks %q:\n%s", want, r.stderr)
+		if !strings.Contains(firstErr.String(), want) {
+			t.Errorf("upgrade progress lacks %q:\n%s", want, firstErr.String())
 		}
 	}
 	t.Logf("requests during the upgrade: %d ok, %d failed", ok.Load(), failed.Load())
@@ -458,10 +475,14 @@ func TestUpgradeCrashAtEveryStep(t *testing.T) {
 		case 2:
 			h.must(5*time.Minute, "up", "-f", v1)
 		case 0:
+			started := strings.Count(h.logs(), `msg="appliance healthy"`)
 			d := h.daemon("--name", a.name)
 			eventually(t, 3*time.Minute, "daemon healthy", func() error {
 				if d.exited() {
 					t.Fatalf("daemon exited:\n%s", h.logs())
+				}
+				if strings.Count(h.logs(), `msg="appliance healthy"`) == started {
+					return fmt.Errorf("the daemon has not started the appliance yet")
 				}
 				return allHealthy(h.status("--name", a.name), 2)
 			})

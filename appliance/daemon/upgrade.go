@@ -65,7 +65,11 @@ func RecoverUpgrades(ctx context.Context, env *Env, name string, progress runtim
 // serves and supervises whatever revision is active afterwards (the new
 // one, or the previous one after a rollback).
 func (d *Daemon) upgradeOrRollback(ctx context.Context, rollback bool, req UpgradeRequest, progress runtime.ProgressFunc) (*upgrade.Result, error) {
-	d.mu.Lock()
+	// A second operation is refused rather than queued behind the first:
+	// an operator who starts an upgrade twice must hear so.
+	if !d.mu.TryLock() {
+		return nil, errors.New("another upgrade or rollback (or an up, down or backup) is running in the outpost daemon; wait for it to finish (`outpost status`, `outpost events`)")
+	}
 	defer d.mu.Unlock()
 	u := d.upgrader()
 	name := req.Name
