@@ -157,6 +157,26 @@ func TestVolumeMigrationAndLegacyPrune(t *testing.T) {
 		t.Fatalf("second run changed the destination")
 	}
 
+	// The old revision writing the source again (after a rolled-back
+	// upgrade) makes the unused copy stale: it is copied again.
+	podman(t, "run", "--rm", "--user", "1000:1000", "-v", old+":/v", "--entrypoint", "sh", img, "-c", "echo late > /v/sub/late")
+	r = h.must(5*time.Minute, "volumes", "migrate", "--name", name, "--json", "olddata", "newdata")
+	var res3 []migrateResult
+	if err := json.Unmarshal([]byte(r.stdout), &res3); err != nil || len(res3) != 1 || res3[0].Skipped || res3[0].Files != 6 {
+		t.Fatalf("stale copy not refreshed: %v\n%s", err, r.stdout)
+	}
+	if src, dst := volumeListing(t, img, old), volumeListing(t, img, nw); src != dst {
+		t.Fatalf("refreshed copy differs:\n%s\n---\n%s", src, dst)
+	}
+	// Both written since the copy: refused, nothing touched.
+	podman(t, "run", "--rm", "--user", "1000:1000", "-v", old+":/v", "--entrypoint", "sh", img, "-c", "echo later > /v/sub/late")
+	podman(t, "run", "--rm", "--user", "1000:1000", "-v", nw+":/v", "--entrypoint", "sh", img, "-c", "echo mine > /v/sub/new")
+	diverged := volumeListing(t, img, nw)
+	r = h.run(5*time.Minute, "volumes", "migrate", "--name", name, "olddata", "newdata")
+	if r.code == 0 || !strings.Contains(r.stderr, "both changed") || volumeListing(t, img, nw) != diverged {
+		t.Fatalf("diverged volumes: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
 	// A populated destination is refused and left alone.
 	podman(t, "run", "--rm", "--user", "0", "-v", other+":/v", "--entrypoint", "sh", img, "-c", "echo precious > /v/precious")
 	r = h.run(5*time.Minute, "volumes", "migrate", "--name", name, "olddata", "otherdata")

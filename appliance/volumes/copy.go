@@ -70,8 +70,9 @@ type CopyOptions struct {
 
 // CopyReport is what the copy tool prints (JSON) on its standard output.
 type CopyReport struct {
-	// Status is "copied", "skipped" (a completion marker from FromName is
-	// present) or "populated" (the destination holds data not ours).
+	// Status is "copied", "skipped" (the completion marker of FromName is
+	// present and the source unchanged since), "populated" (the destination
+	// holds data not ours) or "diverged" (both changed since the copy).
 	Status string `json:"status"`
 	// Marker is the completion marker written or found.
 	Marker Marker `json:"marker"`
@@ -86,6 +87,9 @@ const (
 	StatusCopied    = "copied"
 	StatusSkipped   = "skipped"
 	StatusPopulated = "populated"
+	// StatusDiverged: the completion marker is there, but source and
+	// destination have both changed since the copy.
+	StatusDiverged = "diverged"
 )
 
 // Idle is the helper container's main process: it waits until stopped (at
@@ -104,21 +108,25 @@ func Idle(ctx context.Context) error {
 // o.From into the directory o.To, preserving owners, modes, times, symlinks
 // and hard links, verifies both trees' digests, and writes the completion
 // marker. It never touches a destination holding anything but its own
-// markers: it reports StatusPopulated instead.
+// markers (StatusPopulated), or one written since its copy
+// (StatusDiverged); see recheck for a destination already copied.
 func CopyTree(o CopyOptions) (CopyReport, error) {
 	if o.From == "" || o.To == "" || o.FromName == "" || o.ToName == "" {
 		return CopyReport{}, errors.New("volume-copy: --from, --to, --from-name and --to-name are required")
 	}
 	done := filepath.Join(o.To, MarkerPrefix+o.FromName)
 	partial := filepath.Join(o.To, PartialPrefix+o.FromName)
+	var warnings []string
 	if data, err := os.ReadFile(done); err == nil {
 		var m Marker
 		if err := json.Unmarshal(data, &m); err != nil {
 			return CopyReport{}, fmt.Errorf("reading completion marker %s: %w (remove it only if you know the copy is complete)", done, err)
 		}
-		// Killed between the two markers: the copy was verified.
-		_ = os.Remove(partial)
-		return CopyReport{Status: StatusSkipped, Marker: m}, nil
+		rep, err := recheck(o, m, done, partial)
+		if err != nil || rep.Status != "" {
+			return rep, err
+		}
+		warnings = rep.Warnings
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return CopyReport{}, fmt.Errorf("reading completion marker %s: %w", done, err)
 	}
@@ -182,7 +190,43 @@ func CopyTree(o CopyOptions) (CopyReport, error) {
 	if err := syncDir(o.To); err != nil {
 		return CopyReport{}, err
 	}
-	return CopyReport{Status: StatusCopied, Marker: m, Warnings: c.warnings}, nil
+	return CopyReport{Status: StatusCopied, Marker: m, Warnings: append(warnings, c.warnings...)}, nil
+}
+
+// recheck decides what a completion marker m means now. The copy is
+// current while the source still has m's checksum: skipped. A source
+// written since (the old revision ran again after a rolled-back upgrade)
+// makes the copy stale: when the destination is still exactly the copy it
+// is copied again (an empty Status tells CopyTree to go on, the in-progress
+// marker in place); when both changed, StatusDiverged, and nothing is
+// touched.
+func recheck(o CopyOptions, m Marker, done, partial string) (CopyReport, error) {
+	src, err := TreeChecksum(o.From)
+	if err != nil {
+		return CopyReport{}, fmt.Errorf("hashing the source: %w", err)
+	}
+	if src.Checksum == m.Checksum {
+		// Killed between the two markers: the copy was verified.
+		_ = os.Remove(partial)
+		return CopyReport{Status: StatusSkipped, Marker: m}, nil
+	}
+	dst, err := TreeChecksum(o.To)
+	if err != nil {
+		return CopyReport{}, fmt.Errorf("hashing the destination: %w", err)
+	}
+	if dst.Checksum != m.Checksum {
+		return CopyReport{Status: StatusDiverged, Marker: m}, nil
+	}
+	// Mark the destination as ours before dropping the completion marker,
+	// so a crash in between leaves a copy to redo, not someone's data.
+	if err := writeFileSync(partial, []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n")); err != nil {
+		return CopyReport{}, fmt.Errorf("writing in-progress marker: %w", err)
+	}
+	if err := os.Remove(done); err != nil {
+		return CopyReport{}, fmt.Errorf("removing the stale completion marker: %w", err)
+	}
+	return CopyReport{Warnings: []string{fmt.Sprintf("%s changed since it was copied at %s and %s did not: copied again",
+		o.FromName, m.CompletedAt.Format(time.RFC3339), o.ToName)}}, nil
 }
 
 // Sum is a tree's entry count, byte count and digest.

@@ -208,3 +208,44 @@ func TestTreeChecksumSeesChanges(t *testing.T) {
 		t.Errorf("a marker changed the checksum")
 	}
 }
+
+// After a rolled-back upgrade the old revision writes the source again: a
+// copy nobody used since is refreshed; one both sides wrote is refused.
+func TestCopyTreeRechecksTheSource(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	makeTree(t, src)
+	o := CopyOptions{From: src, To: dst, FromName: "a_old", ToName: "a_new"}
+	first, err := CopyTree(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "written-after"), []byte("new row"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := CopyTree(o)
+	if err != nil || rep.Status != StatusCopied || len(rep.Warnings) != 1 || rep.Marker.Checksum == first.Marker.Checksum {
+		t.Fatalf("stale copy: %+v %v", rep, err)
+	}
+	want, _ := TreeChecksum(src)
+	if got, _ := TreeChecksum(dst); got != want || rep.Marker.Checksum != want.Checksum {
+		t.Fatalf("refreshed copy %+v, source %+v", got, want)
+	}
+	// Both written since: nothing is touched.
+	if err := os.WriteFile(filepath.Join(src, "written-after"), []byte("newer row"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dst, "new-service-data"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := TreeChecksum(dst)
+	rep, err = CopyTree(o)
+	if err != nil || rep.Status != StatusDiverged {
+		t.Fatalf("diverged: %+v %v", rep, err)
+	}
+	if after, _ := TreeChecksum(dst); after != before {
+		t.Fatal("a diverged destination was changed")
+	}
+	if _, err := os.Stat(filepath.Join(dst, MarkerPrefix+"a_old")); err != nil {
+		t.Fatalf("completion marker: %v", err)
+	}
+}

@@ -36,6 +36,11 @@ var (
 	// ErrNoSource: the migration's source volume does not exist (a fresh
 	// installation never had it); nothing was changed.
 	ErrNoSource = errors.New("source volume does not exist")
+	// ErrDiverged: the destination holds this migration's completion
+	// marker, but both volumes were written since the copy (the old
+	// revision ran again after a rolled-back upgrade whose new revision
+	// had already used the copy); nothing was changed.
+	ErrDiverged = errors.New("source and destination volumes both changed since the copy")
 )
 
 // CopyCommand is the hidden outpost subcommand the helper container runs.
@@ -98,9 +103,12 @@ func RecordKey(app, from, to string) string {
 // `.outpost-migrated-from-<source>` (JSON, see Marker) in the destination's
 // root and a Record in the store. The source is never changed.
 //
-// A destination holding that marker is left alone (Skipped); one holding
-// anything else is refused with ErrPopulated; one holding an interrupted
-// copy of this migration is emptied and copied again. A missing source is
+// A destination holding that marker is left alone (Skipped) while the
+// source is unchanged since the copy; when the source changed (the old
+// revision ran again after a rolled-back upgrade) and the destination did
+// not, it is copied again; when both changed, ErrDiverged. A destination
+// holding anything else is refused with ErrPopulated; one holding an
+// interrupted copy of this migration is emptied and copied again. A missing source is
 // ErrNoSource. The destination volume is created (and inventoried) when
 // missing. Callers stop the services that write the source first: writes
 // after the copy would not reach the destination.
@@ -168,6 +176,11 @@ func Migrate(ctx context.Context, eng engine.Engine, st *store.Store, app *model
 			"Nothing was changed and %s is kept. If %s's data is the one to keep, remove the migration from x-outpost volumes.migrations; "+
 			"if it is a leftover, empty or remove %s (after checking it) and run the upgrade again",
 			step, ErrPopulated, to.Name, strings.Join(rep.Entries, ", "), from.Name, from.Name, to.Name, to.Name)
+	case StatusDiverged:
+		return MigrationResult{}, fmt.Errorf("%s: %w (copied at %s). Nothing was changed and both are kept. "+
+			"%s holds what the old revision wrote since; if the upgrade that copied it was rolled back, %s holds only the failed attempt's writes: "+
+			"check it, then empty or remove %s and upgrade again",
+			step, ErrDiverged, rep.Marker.CompletedAt.Format(time.RFC3339), from.Name, to.Name, to.Name)
 	case StatusCopied, StatusSkipped:
 	default:
 		return MigrationResult{}, fmt.Errorf("%s: the copy reported status %q", step, rep.Status)
