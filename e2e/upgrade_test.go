@@ -513,3 +513,49 @@ func TestUpgradeCrashAtEveryStep(t *testing.T) {
 		t.Errorf("history %v, want revision 2 active", hist)
 	}
 }
+
+// An upgrade that migrates the store's volume into a new one copies the
+// data (checksums equal, the source kept and legacy); a rollback across
+// that migration is refused, naming the snapshot taken before it.
+func TestUpgradeMigrationRollbackRefused(t *testing.T) {
+	h := newHarness(t)
+	a := newUpgradeApp(t, h)
+	v1 := a.file("v1.yml", "1", "v1", "", "10s")
+	migrating := `  volumes:
+    legacy: [store-data]
+    migrations:
+      - {from: store-data, to: new-data}
+`
+	v2 := string(mustRead(t, a.file("v2.yml", "2", "v2", migrating, "10s")))
+	v2 = strings.Replace(v2, "      - store-data:/data", "      - new-data:/data", 1)
+	v2 = strings.Replace(v2, "volumes:\n  store-data:\n", "volumes:\n  store-data:\n  new-data:\n", 1)
+	v2f := h.write("v2.yml", v2)
+	h.must(5*time.Minute, "up", "-f", v1)
+	old := a.name + "_store-data"
+	writeVolumeFiles(t, old)
+	sum := volumeSum(t, old)
+
+	r := h.must(5*time.Minute, "upgrade", "-f", v2f)
+	if !strings.Contains(r.stdout, "snapshot taken before: ") || !strings.Contains(r.stdout, "legacy volumes") {
+		t.Fatalf("upgrade output:\n%s\n%s", r.stdout, r.stderr)
+	}
+	snap := strings.TrimSpace(strings.SplitN(strings.SplitN(r.stdout, "snapshot taken before: ", 2)[1], "\n", 2)[0])
+	a.assertOn(t, "2", "v2")
+	if got := volumeSum(t, a.name+"_new-data"); got != sum {
+		t.Fatal("the migrated volume's files differ from the source's")
+	}
+	if got := volumeSum(t, old); got != sum {
+		t.Fatal("the source volume changed")
+	}
+
+	r = h.run(5*time.Minute, "rollback")
+	if r.code == 0 || !strings.Contains(r.stderr, "rollback crosses a completed volume migration") ||
+		!strings.Contains(r.stderr, "restore snapshot "+snap) || !strings.Contains(r.stderr, "outpost restore "+snap) {
+		t.Fatalf("rollback across the migration: exit %d\n%s", r.code, r.stderr)
+	}
+	t.Logf("rollback refused: %s", r.stderr)
+	a.assertOn(t, "2", "v2")
+	if hist := a.history(t); hist[2] != "active" {
+		t.Fatalf("history after the refused rollback: %v", hist)
+	}
+}
