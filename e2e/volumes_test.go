@@ -289,6 +289,15 @@ func TestVolumeMigrationAndLegacyPrune(t *testing.T) {
 		!strings.Contains(removals[1].RemovedBy, "typed confirmation") || !strings.Contains(removals[1].Reason, "no migration reads it") {
 		t.Fatalf("removal audit: %v\n%s", err, r.stdout)
 	}
+
+	// The migration, still declared, is done: with its source pruned it is
+	// skipped, not failed.
+	h.must(3*time.Minute, "down", "--name", name)
+	r = h.must(5*time.Minute, "volumes", "migrate", "--name", name, "--json")
+	var res4 []migrateResult
+	if err := json.Unmarshal([]byte(r.stdout), &res4); err != nil || len(res4) != 1 || !res4[0].Skipped {
+		t.Fatalf("migration after its source was pruned: %v\n%s", err, r.stdout)
+	}
 }
 
 // runTTY runs outpost with a terminal as its standard input (util-linux

@@ -108,10 +108,13 @@ func RecordKey(app, from, to string) string {
 // revision ran again after a rolled-back upgrade) and the destination did
 // not, it is copied again; when both changed, ErrDiverged. A destination
 // holding anything else is refused with ErrPopulated; one holding an
-// interrupted copy of this migration is emptied and copied again. A missing source is
-// ErrNoSource. The destination volume is created (and inventoried) when
-// missing. Callers stop the services that write the source first: writes
-// after the copy would not reach the destination.
+// interrupted copy of this migration is emptied and copied again.
+//
+// A missing source is ErrNoSource, unless the store records this migration
+// as done (the source was pruned since): then Skipped. The destination
+// volume is created (and inventoried) when missing. Callers stop the
+// services that write the source first: writes after the copy would not
+// reach the destination.
 func Migrate(ctx context.Context, eng engine.Engine, st *store.Store, app *model.Appliance, m model.VolumeMigration, log *slog.Logger) (MigrationResult, error) {
 	start := time.Now()
 	if log == nil {
@@ -132,6 +135,12 @@ func Migrate(ctx context.Context, eng engine.Engine, st *store.Store, app *model
 		have[v.Name] = true
 	}
 	if !have[from.Name] {
+		// Migrated, then pruned as legacy: later releases may still
+		// declare the migration.
+		if rec, err := recorded(ctx, st, app.Name, from.Name, to.Name); err == nil && have[to.Name] {
+			log.Info("volume migration already done; its source was removed since", "from", from.Name, "to", to.Name)
+			return MigrationResult{Files: rec.Files, Bytes: rec.Bytes, Checksum: rec.Checksum, Skipped: true, Duration: time.Since(start)}, nil
+		}
 		return MigrationResult{}, fmt.Errorf("%s: %w: %s", step, ErrNoSource, from.Name)
 	}
 	if err := ensureDestination(ctx, eng, st, app, to, have[to.Name]); err != nil {
@@ -202,6 +211,19 @@ func Migrate(ctx context.Context, eng engine.Engine, st *store.Store, app *model
 	log.Info("volume migrated", "from", from.Name, "to", to.Name, "files", res.Files, "bytes", res.Bytes,
 		"checksum", res.Checksum, "skipped", res.Skipped, "duration", res.Duration)
 	return res, nil
+}
+
+// recorded reads the store's record of a completed migration.
+func recorded(ctx context.Context, st *store.Store, app, from, to string) (Record, error) {
+	var rec Record
+	data, err := st.Get(ctx, RecordKey(app, from, to))
+	if err != nil {
+		return rec, err
+	}
+	if err := json.Unmarshal([]byte(data), &rec); err != nil {
+		return rec, fmt.Errorf("decoding the record of migration %s -> %s: %w", from, to, err)
+	}
+	return rec, nil
 }
 
 // resolve maps the migration's keys to the app's volumes. A key the app
