@@ -158,8 +158,9 @@ type beginData struct {
 	Steps int `json:"steps"`
 }
 
-// Plan computes what upgrading to app would do, changing nothing.
-func (u *Upgrader) Plan(ctx context.Context, app *model.Appliance) (*Plan, store.Revision, *model.Appliance, map[string]string, error) {
+// plan computes what upgrading to app would do, changing nothing: the
+// plan, the active revision and its definition, and the new image IDs.
+func (u *Upgrader) plan(ctx context.Context, app *model.Appliance) (*Plan, store.Revision, *model.Appliance, map[string]string, error) {
 	prev, prevRev, err := u.rt.Deployed(ctx, app.Name)
 	if err != nil {
 		return nil, prevRev, nil, nil, err
@@ -226,7 +227,7 @@ func (u *Upgrader) Upgrade(ctx context.Context, opts Options) (*Result, error) {
 	}
 	app := opts.App
 	if opts.DryRun {
-		p, prevRev, _, _, err := u.Plan(ctx, app)
+		p, prevRev, _, _, err := u.plan(ctx, app)
 		if err != nil {
 			return nil, err
 		}
@@ -241,7 +242,7 @@ func (u *Upgrader) Upgrade(ctx context.Context, opts Options) (*Result, error) {
 	if _, err := u.recoverLocked(ctx, app.Name, opts.Traffic, progress); err != nil {
 		return nil, err
 	}
-	p, prevRev, prev, _, err := u.Plan(ctx, app)
+	p, prevRev, prev, _, err := u.plan(ctx, app)
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +266,7 @@ func (u *Upgrader) Upgrade(ctx context.Context, opts Options) (*Result, error) {
 			bd.Rotated = append(bd.Rotated, c.Service)
 		}
 	}
-	steps := x.steps(u, opts, p, prev, app, res)
+	steps := x.steps(opts, p, prev, app, res)
 	bd.Steps = len(steps) + 1
 	data, _ := json.Marshal(bd)
 	runCtx := ctx
@@ -345,7 +346,8 @@ func (x *execution) do(ctx context.Context, name, data string, run func(context.
 }
 
 // steps lists the plan's steps after "begin".
-func (x *execution) steps(u *Upgrader, opts Options, p *Plan, prev, app *model.Appliance, res *Result) []step {
+func (x *execution) steps(opts Options, p *Plan, prev, app *model.Appliance, res *Result) []step {
+	u := x.u
 	var out []step
 	if len(p.DataChanges) > 0 {
 		out = append(out, step{name: "snapshot", data: strings.Join(p.DataChanges, "; "), run: func(ctx context.Context) (string, error) {
