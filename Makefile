@@ -125,9 +125,9 @@ endif
 .PHONY: bench-proxy
 bench-proxy: setup build ## proxy benchmark: embedded Caddy vs standalone caddy vs direct, wrk (see docs/benchmarks.md)
 ifeq ($(IS_ROOT),yes)
-	@command -v wrk >/dev/null 2>&1 && command -v caddy >/dev/null 2>&1 || { echo "bench-proxy: installing wrk and caddy"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk caddy >/dev/null; }
+	@command -v wrk >/dev/null 2>&1 && [ -x /usr/bin/caddy ] || { echo "bench-proxy: installing wrk and caddy (Debian packages)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk caddy >/dev/null; }
 else
-	@command -v wrk >/dev/null 2>&1 && command -v caddy >/dev/null 2>&1 || { echo "bench-proxy: wrk or caddy is missing (sudo apt-get install wrk caddy)"; exit 1; }
+	@command -v wrk >/dev/null 2>&1 && [ -x /usr/bin/caddy ] || { echo "bench-proxy: wrk or /usr/bin/caddy is missing (sudo apt-get install wrk caddy)"; exit 1; }
 endif
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/bench-proxy ./bench/proxy
 	@install -d -m 0755 $(RUN_DIR) && rm -rf $(RUN_DIR)/bench-proxy && install -d -m 0755 $(RUN_DIR)/bench-proxy

@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -72,9 +73,9 @@ func run() error {
 	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "wrk warm-up before each measurement")
 	flag.StringVar(&conns, "conns", "1,32", "comma-separated wrk connection counts")
 	flag.IntVar(&c.rounds, "rounds", 3, "measurements of each variant, interleaved; the median is reported")
-	flag.IntVar(&c.embeddedPort, "embedded-port", 18081, "port of the embedded proxy's site")
-	flag.IntVar(&c.standalonePort, "standalone-port", 18082, "port of the standalone caddy")
-	flag.IntVar(&c.healthPort, "health-port", 18091, "port of the embedded proxy's health listener")
+	flag.IntVar(&c.embeddedPort, "embedded-port", 0, "port of the embedded proxy's site (0: a free port)")
+	flag.IntVar(&c.standalonePort, "standalone-port", 0, "port of the standalone caddy (0: a free port)")
+	flag.IntVar(&c.healthPort, "health-port", 0, "port of the embedded proxy's health listener (0: a free port)")
 	flag.BoolVar(&c.markdown, "markdown", false, "also print the results as a Markdown table")
 	flag.Parse()
 	for _, f := range strings.Split(conns, ",") {
@@ -83,6 +84,23 @@ func run() error {
 			return fmt.Errorf("-conns: %q is not a positive number", f)
 		}
 		c.conns = append(c.conns, n)
+	}
+	// Free ports unless given, so that the bench does not collide with
+	// the demo (18000, 18443) or tests others run on the machine.
+	// The listeners stay open until all are picked, so the three differ.
+	var picked []net.Listener
+	for _, p := range []*int{&c.embeddedPort, &c.standalonePort, &c.healthPort} {
+		if *p == 0 {
+			l, err := net.Listen("tcp", ":0")
+			if err != nil {
+				return fmt.Errorf("picking a free port: %w", err)
+			}
+			picked = append(picked, l)
+			*p = l.Addr().(*net.TCPAddr).Port
+		}
+	}
+	for _, l := range picked {
+		l.Close()
 	}
 	if c.dir == "" {
 		dir, err := os.MkdirTemp("", "outpost-bench-proxy-")
