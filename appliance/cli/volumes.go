@@ -219,16 +219,23 @@ Each removal is recorded with who confirmed it and why.`,
 				return err
 			}
 			defer env.Close()
+			// With --json, people's lines go to stderr.
+			text := g.streams.Out
+			if asJSON {
+				text = g.streams.Err
+			}
 			opts := volumes.PruneOptions{Appliance: app, OlderThan: olderThan, Names: args}
 			plan, err := volumes.PlanPrune(ctx, env.Store, opts)
 			if err != nil {
-				printPlan(g.streams.Out, plan, true)
+				if errors.Is(err, volumes.ErrRefused) {
+					printPlan(text, plan, true)
+				}
 				return err
 			}
 			if asJSON && dryRun {
 				return printJSON(g.streams.Out, plan)
 			}
-			printPlan(g.streams.Out, plan, dryRun)
+			printPlan(text, plan, dryRun)
 			if dryRun || len(plan.Remove) == 0 {
 				return nil
 			}
@@ -239,7 +246,7 @@ Each removal is recorded with who confirmed it and why.`,
 			opts.Names = plan.Names()
 			removed, err := volumes.Prune(ctx, env.Engine, env.Store, opts, by)
 			for _, n := range removed {
-				fmt.Fprintf(g.streams.Out, "removed %s\n", n)
+				fmt.Fprintf(text, "removed %s\n", n)
 			}
 			if err != nil {
 				return err
