@@ -164,35 +164,18 @@ func (u *Upgrader) recoverLocked(ctx context.Context, appliance string, traffic 
 		if !isUpgradeOp(o) {
 			continue
 		}
-		latest := map[int]store.JournalEntry{}
-		var bd beginData
-		var haveBegin, undoing bool
-		x := &execution{u: u, op: o.ID, progress: progress}
-		for _, e := range o.Entries {
-			latest[e.Step] = e
-			x.n = max(x.n, e.Step)
-			switch {
-			case e.Step == 1 && e.Name == "begin" && e.State == store.StepStarted:
-				haveBegin = json.Unmarshal([]byte(e.Data), &bd) == nil
-			case strings.HasPrefix(e.Name, "undo"):
-				undoing = true
-			case e.Name == "apply" && e.State == store.StepDone:
-				x.applied, _ = strconv.ParseInt(e.Data, 10, 64)
-			}
-		}
-		if !haveBegin {
+		v := judge(o.Entries)
+		bd := v.begin
+		x := &execution{u: u, op: o.ID, progress: progress, n: v.last, applied: v.applied}
+		switch v.verdict {
+		case verdictUntouched:
 			// Killed before its first step: nothing was touched.
 			if err := u.st.FinishOp(ctx, o.ID, "rolled_back"); err != nil {
 				return res, err
 			}
 			res.RolledBack = append(res.RolledBack, o.ID)
 			continue
-		}
-		complete := !undoing && bd.Steps > 0
-		for i := 1; complete && i <= bd.Steps; i++ {
-			complete = latest[i].State == store.StepDone
-		}
-		if complete {
+		case verdictFinish:
 			progress("", fmt.Sprintf("%s %d was killed after its last step; recording it done", o.Kind, o.ID))
 			if err := u.st.FinishOp(ctx, o.ID, "done"); err != nil {
 				return res, err
@@ -204,13 +187,64 @@ func (u *Upgrader) recoverLocked(ctx context.Context, appliance string, traffic 
 		if err != nil {
 			return res, fmt.Errorf("recovering %s %d: %w", o.Kind, o.ID, err)
 		}
-		progress("", fmt.Sprintf("%s %d was interrupted at step %d (%s); rolling back to revision %d", o.Kind, o.ID, x.n, latest[x.n].Name, bd.From))
+		progress("", fmt.Sprintf("%s %d was interrupted at step %d (%s); rolling back to revision %d", o.Kind, o.ID, v.last, v.lastName, bd.From))
 		if err := u.rollback(ctx, x, prevRev, bd, traffic, progress); err != nil {
 			return res, fmt.Errorf("rolling back interrupted %s %d: %w", o.Kind, o.ID, err)
 		}
 		res.RolledBack = append(res.RolledBack, o.ID)
 	}
 	return res, nil
+}
+
+// Verdicts of judge on an open operation.
+const (
+	verdictUntouched = "untouched" // no step began: nothing to undo
+	verdictFinish    = "finish"    // every step was done: record it done
+	verdictRollback  = "rollback"  // anything else: roll back
+)
+
+// judgement is what an open operation's journal says.
+type judgement struct {
+	verdict  string
+	begin    beginData
+	last     int    // the last step journaled
+	lastName string // its name
+	applied  int64  // the revision the apply step made active, 0 if none
+}
+
+// judge reads an open operation's journal entries (oldest first) and
+// decides how to settle it (see Recover for the policy).
+func judge(entries []store.JournalEntry) judgement {
+	var j judgement
+	latest := map[int]string{}
+	haveBegin, undoing := false, false
+	for _, e := range entries {
+		latest[e.Step] = e.State
+		if e.Step >= j.last {
+			j.last, j.lastName = e.Step, e.Name
+		}
+		switch {
+		case e.Step == 1 && e.Name == "begin" && e.State == store.StepStarted:
+			haveBegin = json.Unmarshal([]byte(e.Data), &j.begin) == nil
+		case strings.HasPrefix(e.Name, "undo"):
+			undoing = true
+		case e.Name == "apply" && e.State == store.StepDone:
+			j.applied, _ = strconv.ParseInt(e.Data, 10, 64)
+		}
+	}
+	if !haveBegin {
+		j.verdict = verdictUntouched
+		return j
+	}
+	complete := !undoing && j.begin.Steps > 0
+	for i := 1; complete && i <= j.begin.Steps; i++ {
+		complete = latest[i] == store.StepDone
+	}
+	j.verdict = verdictRollback
+	if complete {
+		j.verdict = verdictFinish
+	}
+	return j
 }
 
 // RollbackOptions configure Rollback.
