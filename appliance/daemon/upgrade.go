@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outpostdev/outpost/appliance/model"
+	"github.com/outpostdev/outpost/appliance/proxy"
 	"github.com/outpostdev/outpost/appliance/runtime"
 	"github.com/outpostdev/outpost/appliance/upgrade"
 )
@@ -43,6 +44,9 @@ type UpgradeLine struct {
 	Result  *upgrade.Result `json:"result,omitempty"`
 	Error   string          `json:"error,omitempty"`
 }
+
+// The embedded proxy is what switches a rotatable service's traffic.
+var _ upgrade.Traffic = (*proxy.Proxy)(nil)
 
 func (d *Daemon) upgradeRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/upgrade", d.handleUpgrade)
