@@ -152,7 +152,7 @@ func CopyTree(o CopyOptions) (CopyReport, error) {
 	}
 	// An interrupted copy of ours: start again from an empty destination.
 	for _, name := range others {
-		if err := os.RemoveAll(filepath.Join(o.To, name)); err != nil {
+		if err := removeTree(filepath.Join(o.To, name)); err != nil {
 			return CopyReport{}, fmt.Errorf("emptying the interrupted copy in %s: %w", o.To, err)
 		}
 	}
@@ -512,6 +512,22 @@ func setMeta(path string, st *syscall.Stat_t, link bool) error {
 		return fmt.Errorf("setting times of %s: %w", path, err)
 	}
 	return nil
+}
+
+// removeTree removes a copied tree, first making its directories writable:
+// the copy gives read-only directories their mode, which stops a
+// non-root remover.
+func removeTree(path string) error {
+	if err := os.RemoveAll(path); err == nil {
+		return nil
+	}
+	_ = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(path)
 }
 
 func writeFileSync(path string, data []byte) error {

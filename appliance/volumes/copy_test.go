@@ -10,6 +10,22 @@ import (
 	"time"
 )
 
+// tempDir is t.TempDir whose read-only directories (makeTree writes one)
+// are made writable again before it is removed, so the tests also pass
+// when not run as root.
+func tempDir(t *testing.T) string {
+	dir := t.TempDir()
+	t.Cleanup(func() {
+		_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				_ = os.Chmod(path, 0o755)
+			}
+			return nil
+		})
+	})
+	return dir
+}
+
 // makeTree writes a source tree with the kinds of entries a volume holds.
 func makeTree(t *testing.T, dir string) {
 	t.Helper()
@@ -59,7 +75,7 @@ func statOf(t *testing.T, p string) *syscall.Stat_t {
 }
 
 func TestCopyTreePreservesAndVerifies(t *testing.T) {
-	src, dst := t.TempDir(), t.TempDir()
+	src, dst := tempDir(t), tempDir(t)
 	makeTree(t, src)
 	before, err := TreeChecksum(src)
 	if err != nil {
@@ -125,7 +141,7 @@ func TestCopyTreePreservesAndVerifies(t *testing.T) {
 }
 
 func TestCopyTreeRefusesPopulatedDestination(t *testing.T) {
-	src, dst := t.TempDir(), t.TempDir()
+	src, dst := tempDir(t), tempDir(t)
 	makeTree(t, src)
 	if err := os.WriteFile(filepath.Join(dst, "precious"), []byte("data"), 0o600); err != nil {
 		t.Fatal(err)
@@ -138,7 +154,7 @@ func TestCopyTreeRefusesPopulatedDestination(t *testing.T) {
 		t.Fatal("destination was changed")
 	}
 	// A marker of another migration is someone else's data too.
-	dst2 := t.TempDir()
+	dst2 := tempDir(t)
 	if err := os.WriteFile(filepath.Join(dst2, MarkerPrefix+"a_other"), []byte("{}"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +164,7 @@ func TestCopyTreeRefusesPopulatedDestination(t *testing.T) {
 }
 
 func TestCopyTreeRedoesInterruptedCopy(t *testing.T) {
-	src, dst := t.TempDir(), t.TempDir()
+	src, dst := tempDir(t), tempDir(t)
 	makeTree(t, src)
 	// What a copy killed halfway leaves: the in-progress marker and part
 	// of the tree.
@@ -172,7 +188,7 @@ func TestCopyTreeRedoesInterruptedCopy(t *testing.T) {
 }
 
 func TestTreeChecksumSeesChanges(t *testing.T) {
-	dir := t.TempDir()
+	dir := tempDir(t)
 	makeTree(t, dir)
 	base, err := TreeChecksum(dir)
 	if err != nil {
@@ -212,7 +228,7 @@ func TestTreeChecksumSeesChanges(t *testing.T) {
 // After a rolled-back upgrade the old revision writes the source again: a
 // copy nobody used since is refreshed; one both sides wrote is refused.
 func TestCopyTreeRechecksTheSource(t *testing.T) {
-	src, dst := t.TempDir(), t.TempDir()
+	src, dst := tempDir(t), tempDir(t)
 	makeTree(t, src)
 	o := CopyOptions{From: src, To: dst, FromName: "a_old", ToName: "a_new"}
 	first, err := CopyTree(o)

@@ -26,6 +26,9 @@ func TestOnlyReviewedCodeRemovesVolumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("run from the package directory (go test does): %v", err)
+	}
 	call := regexp.MustCompile(`\.RemoveVolume\(|volumes\.Remove\(`)
 	var found []string
 	err = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
