@@ -92,14 +92,41 @@ func Run(ctx context.Context, env *Env, app *model.Appliance, opts RunOptions) e
 	}()
 	env.Log.Info("control API listening", "socket", env.Paths.SocketPath())
 
+	board := newStatusBoard(nil)
 	progress := func(svc, msg string) {
-		notify("STATUS=" + svc + ": " + msg)
+		board.observe(svc, msg)
+		notify("STATUS=" + board.line())
 		if opts.Progress != nil {
 			opts.Progress(svc, msg)
 		}
 	}
 	if app != nil {
+		names := make([]string, 0, len(app.Services)+len(app.Jobs))
+		for n := range app.Services {
+			names = append(names, n)
+		}
+		for _, j := range app.Jobs {
+			if j.When == model.JobAlways {
+				names = append(names, j.Name)
+			}
+		}
+		board.expect(names)
+		// Refresh the elapsed times in systemd's view while the start runs.
+		tickCtx, stopTick := context.WithCancel(ctx)
+		go func() {
+			t := time.NewTicker(statusRefresh)
+			defer t.Stop()
+			for {
+				select {
+				case <-tickCtx.Done():
+					return
+				case <-t.C:
+					notify("STATUS=" + board.line())
+				}
+			}
+		}()
 		res, err := d.apply(ctx, app, runtime.UpOptions{Timeout: opts.UpTimeout, Progress: progress})
+		stopTick()
 		if err != nil {
 			notify("STATUS=start failed: " + firstLine(err.Error()))
 			return fmt.Errorf("starting appliance %s: %w", app.Name, err)
@@ -227,6 +254,9 @@ func listenControl(path string) (net.Listener, error) {
 	}
 	return ln, nil
 }
+
+// statusRefresh is how often the Status line is re-sent during a start.
+const statusRefresh = 2 * time.Second
 
 func firstLine(s string) string {
 	for i, c := range s {

@@ -453,6 +453,9 @@ func (r *Runtime) runNode(ctx context.Context, app *model.Appliance, dag *plan.D
 		return err
 	}
 	close(n.started)
+	if svc.Healthcheck != nil {
+		progress(svc.Name, "checking health")
+	}
 	err = r.waitHealthy(ctx, app, svc, info, progress)
 	var se *ServiceError
 	if err != nil && errors.As(err, &se) && info.StartedAt.Before(begin) {
