@@ -39,7 +39,7 @@ func crashAt() (int, error) {
 
 func newUpgradeCmd(g *globals) *cobra.Command {
 	var def defOptions
-	var dryRun, resume, asJSON bool
+	var dryRun, resume, skipBackup, asJSON bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "upgrade -f NEW.yml...",
@@ -79,7 +79,7 @@ the previous revision. --dry-run prints the plan and changes nothing;
 			}
 			var res *upgrade.Result
 			if c := g.client(); c != nil {
-				res, err = c.Upgrade(ctx, daemon.UpgradeRequest{Appliance: l.app, DryRun: dryRun, Timeout: timeout, CrashAt: at, OutpostVersion: Version}, progress)
+				res, err = c.Upgrade(ctx, daemon.UpgradeRequest{Appliance: l.app, DryRun: dryRun, SkipBackup: skipBackup, Timeout: timeout, CrashAt: at, OutpostVersion: Version}, progress)
 			} else {
 				env, oerr := g.openEnv(ctx)
 				if oerr != nil {
@@ -91,7 +91,7 @@ the previous revision. --dry-run prints the plan and changes nothing;
 					return serr
 				}
 				res, err = upgrade.New(env.Engine, env.Store, env.Runtime, env.Log).Upgrade(ctx, upgrade.Options{
-					App: app, StateDir: env.Paths.StateDir, DryRun: dryRun, Timeout: timeout, Progress: progress,
+					App: app, StateDir: env.Paths.StateDir, DryRun: dryRun, SkipBackup: skipBackup, Timeout: timeout, Progress: progress,
 					CrashAt: at, OutpostVersion: Version, Owner: "outpost upgrade (pid " + strconv.Itoa(os.Getpid()) + ")",
 				})
 			}
@@ -103,6 +103,7 @@ the previous revision. --dry-run prints the plan and changes nothing;
 	}
 	def.register(cmd.Flags())
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan and change nothing")
+	cmd.Flags().BoolVar(&skipBackup, "skip-backup", false, "do not take the snapshot a data-changing plan otherwise takes first (an upgrade refuses to go on when that snapshot fails)")
 	cmd.Flags().BoolVar(&resume, "resume", false, "finish or roll back an upgrade a killed process left open, then exit")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "roll back unless the upgrade is done within this time (default: each service's own health rules)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")

@@ -32,6 +32,7 @@ type UpgradeRequest struct {
 	// Revision is the rollback's target; 0: the previous one.
 	Revision       int64         `json:"revision,omitempty"`
 	DryRun         bool          `json:"dry_run,omitempty"`
+	SkipBackup     bool          `json:"skip_backup,omitempty"`
 	Timeout        time.Duration `json:"timeout,omitempty"`
 	CrashAt        int           `json:"crash_at,omitempty"`
 	OutpostVersion string        `json:"outpost_version,omitempty"`
@@ -115,7 +116,7 @@ func (d *Daemon) upgradeOrRollback(ctx context.Context, rollback bool, req Upgra
 	if err != nil {
 		return nil, err
 	}
-	return u.Upgrade(ctx, upgrade.Options{App: app, StateDir: d.env.Paths.StateDir, DryRun: req.DryRun, Timeout: req.Timeout,
+	return u.Upgrade(ctx, upgrade.Options{App: app, StateDir: d.env.Paths.StateDir, DryRun: req.DryRun, SkipBackup: req.SkipBackup, Timeout: req.Timeout,
 		Progress: progress, Traffic: d.proxy, CrashAt: req.CrashAt, OutpostVersion: req.OutpostVersion})
 }
 

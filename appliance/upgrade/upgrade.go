@@ -83,6 +83,10 @@ type Options struct {
 	StateDir string
 	// DryRun computes and returns the plan and changes nothing.
 	DryRun bool
+	// SkipBackup applies a plan that changes data without the snapshot
+	// it would otherwise take first (the operator's explicit choice; the
+	// journal records it).
+	SkipBackup bool
 	// Timeout bounds the upgrade (not the rollback after a failure);
 	// 0: each service's own health rules.
 	Timeout time.Duration
@@ -349,7 +353,11 @@ func (x *execution) do(ctx context.Context, name, data string, run func(context.
 func (x *execution) steps(opts Options, p *Plan, prev, app *model.Appliance, res *Result) []step {
 	u := x.u
 	var out []step
-	if len(p.DataChanges) > 0 {
+	if len(p.DataChanges) > 0 && opts.SkipBackup {
+		x.progress("", "not taking a snapshot (--skip-backup) although the plan changes data: "+strings.Join(p.DataChanges, "; "))
+		u.log.Warn("upgrade without the pre-upgrade snapshot", "appliance", app.Name, "changes", strings.Join(p.DataChanges, "; "))
+	}
+	if len(p.DataChanges) > 0 && !opts.SkipBackup {
 		out = append(out, step{name: "snapshot", data: strings.Join(p.DataChanges, "; "), run: func(ctx context.Context) (string, error) {
 			x.progress("", "taking a snapshot first: "+strings.Join(p.DataChanges, "; "))
 			b, err := backup.New(u.eng, u.st, u.rt, u.log).Backup(ctx, backup.Options{
