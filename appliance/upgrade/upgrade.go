@@ -378,6 +378,12 @@ func (x *execution) steps(opts Options, p *Plan, prev, app *model.Appliance, res
 			}
 			x.progress("", fmt.Sprintf("migrating volume %s into %s", m.From, m.To))
 			r, err := volumes.Migrate(ctx, u.eng, u.st, app, m, u.log)
+			if errors.Is(err, volumes.ErrNoSource) {
+				// The deployed revision never had the source (e.g. it
+				// predates the volume): there is no data to carry over.
+				x.progress("", fmt.Sprintf("volume migration %s → %s: no source volume, nothing to copy", m.From, m.To))
+				return `{"skipped":"no source volume"}`, nil
+			}
 			if err != nil {
 				return "", err
 			}
