@@ -315,6 +315,7 @@ func newDoctorCmd(g *globals) *cobra.Command {
 func newRunCmd(g *globals) *cobra.Command {
 	var def defOptions
 	var timeout time.Duration
+	var pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the daemon: start the appliance health-gated, supervise it, serve the control API",
@@ -327,6 +328,11 @@ in reverse dependency order.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
+			if pprofAddr != "" {
+				if err := servePprof(ctx, pprofAddr, g.log); err != nil {
+					return err
+				}
+			}
 			env, err := g.openEnv(ctx)
 			if err != nil {
 				return err
@@ -358,6 +364,8 @@ in reverse dependency order.`,
 	}
 	def.register(cmd.Flags())
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "fail if the appliance is not healthy within this time")
+	cmd.Flags().StringVar(&pprofAddr, "debug-pprof", "", "serve Go runtime profiles on this loopback HOST:PORT (diagnosis)")
+	_ = cmd.Flags().MarkHidden("debug-pprof")
 	return cmd
 }
 

@@ -694,7 +694,7 @@ func (d *doc) globals(opts BuildOptions) {
 	logs := child(child(d.cfg, "logging"), "logs")
 	logs["default"] = obj{
 		"writer":  obj{"output": logWriterName},
-		"encoder": obj{"format": "json"},
+		"encoder": obj{"format": logEncoderName},
 		"level":   level,
 	}
 }

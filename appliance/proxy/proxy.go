@@ -347,7 +347,7 @@ func EnsureCA(stateDir string, log *slog.Logger) (string, error) {
 	cfg := obj{
 		"admin":   obj{"disabled": true, "config": obj{"persist": false}},
 		"storage": obj{"module": "file_system", "root": StorageDir(stateDir)},
-		"logging": obj{"logs": obj{"default": obj{"writer": obj{"output": logWriterName}, "encoder": obj{"format": "json"}, "level": "WARN"}}},
+		"logging": obj{"logs": obj{"default": obj{"writer": obj{"output": logWriterName}, "encoder": obj{"format": logEncoderName}, "level": "WARN"}}},
 		"apps":    obj{"pki": obj{"certificate_authorities": obj{"local": obj{"install_trust": false}}}},
 	}
 	b, err := json.Marshal(cfg)
