@@ -140,7 +140,7 @@ func (u *Upgrader) Recover(ctx context.Context, appliance string, traffic Traffi
 	if !slices.ContainsFunc(ops, isUpgradeOp) {
 		return &RecoverResult{}, nil
 	}
-	release, err := u.st.AcquireLock(ctx, LockName(appliance), "outpost upgrade recovery")
+	release, err := u.lock(ctx, appliance, "outpost upgrade recovery")
 	if err != nil {
 		return nil, fmt.Errorf("an upgrade or rollback of %s is running; wait for it: %w", appliance, err)
 	}

@@ -30,6 +30,26 @@ const (
 // LockName is the writer lock upgrades and rollbacks of an appliance hold.
 func LockName(appliance string) string { return "upgrade:" + appliance }
 
+// lock takes the appliance's upgrade lock and its volumes lock
+// (volumes.LockName), so that `volumes prune` cannot remove a legacy volume
+// between its checks and an upgrade, rollback or recovery that might mount
+// it again. Both are taken or neither.
+func (u *Upgrader) lock(ctx context.Context, appliance, owner string) (release func(), err error) {
+	relUpgrade, err := u.st.AcquireLock(ctx, LockName(appliance), owner)
+	if err != nil {
+		return nil, err
+	}
+	relVolumes, err := u.st.AcquireLock(ctx, volumes.LockName(appliance), owner)
+	if err != nil {
+		_ = relUpgrade()
+		return nil, err
+	}
+	return func() {
+		_ = relVolumes()
+		_ = relUpgrade()
+	}, nil
+}
+
 // BesideName is the Podman name of the copy of a rotatable service that
 // upgrade operation op starts beside the running one.
 func BesideName(appliance, service string, op int64) string {
@@ -237,7 +257,7 @@ func (u *Upgrader) Upgrade(ctx context.Context, opts Options) (*Result, error) {
 		}
 		return &Result{Plan: p, PreviousRevision: prevRev.ID, DryRun: true}, nil
 	}
-	release, err := u.st.AcquireLock(ctx, LockName(app.Name), opts.Owner)
+	release, err := u.lock(ctx, app.Name, opts.Owner)
 	if err != nil {
 		return nil, fmt.Errorf("another upgrade or rollback of %s is running: %w", app.Name, err)
 	}
