@@ -106,8 +106,8 @@ ensure_podman() {
 		log "installing podman from the distribution (apt)"
 		apt-get update -qq || die "apt-get update failed: without network, install podman from your distribution media first"
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			podman uidmap slirp4netns fuse-overlayfs runc ||
-			die "installing podman with apt failed; install podman, uidmap, slirp4netns and fuse-overlayfs, then run install.sh again"
+			podman uidmap slirp4netns fuse-overlayfs runc netavark aardvark-dns catatonit ||
+			die "installing podman with apt failed; install podman, uidmap, slirp4netns, fuse-overlayfs, netavark, aardvark-dns and catatonit, then run install.sh again"
 		;;
 	rhel)
 		log "installing podman from the distribution (dnf)"

@@ -18,7 +18,11 @@ need_pkgs() {
 }
 
 install_packages() {
-	missing=$(need_pkgs podman runc uidmap slirp4netns fuse-overlayfs busybox-static iproute2 ${EXTRA_PACKAGES:-})
+	# netavark + aardvark-dns give containers name resolution and catatonit
+	# is Podman's init (Compose `init: true`); Debian lists them only as
+	# recommendations of podman, so a --no-install-recommends install lacks
+	# them and Podman falls back to CNI with no DNS between containers.
+	missing=$(need_pkgs podman runc uidmap slirp4netns fuse-overlayfs netavark aardvark-dns catatonit busybox-static iproute2 ${EXTRA_PACKAGES:-})
 	if [ -n "$missing" ]; then
 		log "installing:$missing"
 		apt-get update -qq
@@ -97,6 +101,25 @@ heal_podman() {
 	}
 }
 
+# fix_network_backend moves the test user's Podman from CNI to netavark when
+# it chose CNI because netavark was missing at its first run (it records the
+# choice in its storage and keeps it). Only when the user has no containers:
+# networks of the other backend would be unusable.
+fix_network_backend() {
+	uid=$(id -u "$TEST_USER")
+	home=$(getent passwd "$TEST_USER" | cut -d: -f6)
+	f="$home/.local/share/containers/storage/defaultNetworkBackend"
+	[ "$(cat "$f" 2>/dev/null)" = cni ] || return 0
+	[ -x /usr/lib/podman/netavark ] || [ -x /usr/libexec/podman/netavark ] || return 0
+	n=$(cd / && runuser -u "$TEST_USER" -- env HOME="$home" XDG_RUNTIME_DIR="/run/user/$uid" PATH=/usr/local/bin:/usr/bin:/bin podman ps -aq 2>/dev/null | wc -l)
+	if [ "$n" -ne 0 ]; then
+		log "warning: Podman of $TEST_USER uses CNI (no DNS between containers) and has $n containers; remove them and run again to switch to netavark"
+		return 0
+	fi
+	log "switching Podman of $TEST_USER from CNI to netavark"
+	printf 'netavark' >"$f"
+}
+
 main() {
 	if [ "$(id -u)" -ne 0 ]; then
 		log "must run as root"
@@ -106,6 +129,7 @@ main() {
 	fix_tun
 	make_user
 	heal_podman
+	fix_network_backend
 	log "ready: rootless Podman works for user $TEST_USER"
 }
 

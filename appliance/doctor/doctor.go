@@ -131,6 +131,8 @@ func Run(ctx context.Context, opts Options) Report {
 	add(d.checkIDMapper("newgidmap"))
 	add(d.checkTun())
 	add(d.checkNetworkHelper(podman.version))
+	add(d.checkNameResolution())
+	add(d.checkInit())
 	add(d.checkCgroups())
 	add(d.checkUlimits())
 	add(d.checkStorage(ctx, podman.path))
@@ -244,7 +246,7 @@ func versionLess(a, b [3]int) bool {
 
 func fmtVersion(v [3]int) string { return fmt.Sprintf("%d.%d.%d", v[0], v[1], v[2]) }
 
-const installPodman = "install Podman and its rootless helpers: apt-get install podman runc uidmap slirp4netns fuse-overlayfs (dnf install podman on Fedora/RHEL)"
+const installPodman = "install Podman and its rootless helpers: apt-get install podman runc uidmap slirp4netns fuse-overlayfs netavark aardvark-dns catatonit (dnf install podman on Fedora/RHEL)"
 
 func (d *doctor) checkPodman(ctx context.Context) podmanFacts {
 	f := podmanFacts{check: Check{Name: "podman"}}
@@ -415,6 +417,66 @@ func (d *doctor) checkNetworkHelper(podmanVersion [3]int) Check {
 		}
 	}
 	c.Status, c.Detail, c.Fix = StatusFail, "slirp4netns not found: rootless containers get no network", "apt-get install slirp4netns"
+	return c
+}
+
+// cniDNSDirs are where CNI plugins (dnsname among them) are installed.
+var cniDNSDirs = []string{"/usr/lib/cni", "/usr/libexec/cni", "/opt/cni/bin"}
+
+// checkNameResolution checks that an appliance's containers can resolve
+// each other by service name: netavark with aardvark-dns, or CNI with its
+// dnsname plugin. Debian installs podman's network stack only as
+// recommendations; without netavark, Podman falls back to CNI and records
+// that choice in the user's storage for good.
+func (d *doctor) checkNameResolution() Check {
+	c := Check{Name: "container DNS"}
+	const install = "apt-get install netavark aardvark-dns (dnf install netavark aardvark-dns on Fedora/RHEL)"
+	netavark, aardvark := d.find("netavark"), d.find("aardvark-dns")
+	recorded := ""
+	if d.Home != "" {
+		if b, err := os.ReadFile(filepath.Join(d.Home, ".local/share/containers/storage/defaultNetworkBackend")); err == nil {
+			recorded = strings.TrimSpace(string(b))
+		}
+	}
+	dnsname := ""
+	for _, dir := range cniDNSDirs {
+		if p := d.path(filepath.Join(dir, "dnsname")); exists(p) {
+			dnsname = p
+		}
+	}
+	switch {
+	case recorded == "cni" && dnsname != "":
+		c.Status, c.Detail = StatusPass, "CNI with the dnsname plugin ("+dnsname+")"
+	case recorded == "cni":
+		c.Status = StatusFail
+		c.Detail = "this user's Podman uses CNI (recorded in ~/.local/share/containers/storage/defaultNetworkBackend) without the dnsname plugin: containers cannot resolve each other by service name"
+		c.Fix = "install netavark and aardvark-dns (" + install + "), then, while this user has no containers, write netavark into that file"
+		if netavark != "" && aardvark != "" {
+			c.Fix = "netavark is installed: while this user has no containers (podman ps -a), run: echo netavark > ~/.local/share/containers/storage/defaultNetworkBackend"
+		}
+	case netavark != "" && aardvark != "":
+		c.Status, c.Detail = StatusPass, "netavark with aardvark-dns ("+aardvark+")"
+	case netavark != "":
+		c.Status, c.Detail, c.Fix = StatusFail, "netavark without aardvark-dns: containers cannot resolve each other by service name", install
+	default:
+		c.Status, c.Detail, c.Fix = StatusFail, "netavark not found: Podman would fall back to CNI and containers could not resolve each other by service name", install
+	}
+	return c
+}
+
+// checkInit checks for the init binary Podman runs as PID 1 of containers
+// that ask for one (Compose `init: true`).
+func (d *doctor) checkInit() Check {
+	c := Check{Name: "container init"}
+	for _, name := range []string{"catatonit", "tini", "dumb-init"} {
+		if p := d.find(name); p != "" {
+			c.Status, c.Detail = StatusPass, p
+			return c
+		}
+	}
+	c.Status = StatusWarn
+	c.Detail = "catatonit not found: services with `init: true` fail to start"
+	c.Fix = "apt-get install catatonit (dnf install catatonit)"
 	return c
 }
 

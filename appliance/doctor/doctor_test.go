@@ -82,6 +82,9 @@ func (h *host) healthy() *host {
 	h.bin("newgidmap", os.ModeSetuid|0o755)
 	h.file("/dev/net/tun", "", 0o666)
 	h.bin("slirp4netns", 0o755)
+	h.file("/usr/lib/podman/netavark", "#!/bin/sh\n", 0o755)
+	h.file("/usr/lib/podman/aardvark-dns", "#!/bin/sh\n", 0o755)
+	h.file("/usr/libexec/podman/catatonit", "#!/bin/sh\n", 0o755)
 	h.bin("crun", 0o755)
 	h.bin("runc", 0o755)
 	h.bin("fuse-overlayfs", 0o755)
@@ -168,8 +171,8 @@ func TestHealthyHost(t *testing.T) {
 	if !r.OK() {
 		t.Error("OK() = false on a healthy host")
 	}
-	if len(r.Checks) != 13 {
-		t.Errorf("%d checks, want 13", len(r.Checks))
+	if len(r.Checks) != 15 {
+		t.Errorf("%d checks, want 15", len(r.Checks))
 	}
 	expect(t, r, nil, map[string]string{
 		"podman":         "version 4.3.1",
@@ -211,6 +214,8 @@ func TestBrokenHost(t *testing.T) {
 		"newgidmap":       StatusFail,
 		"/dev/net/tun":    StatusFail,
 		"slirp4netns":     StatusFail,
+		"container DNS":   StatusFail,
+		"container init":  StatusWarn,
 		"cgroups":         StatusFail,
 		"ulimits":         StatusWarn,
 		"storage driver":  StatusWarn,
@@ -223,6 +228,8 @@ func TestBrokenHost(t *testing.T) {
 		"newuidmap":      "chmod u+s /usr/bin/newuidmap",
 		"/dev/net/tun":   "chmod 0666 /dev/net/tun",
 		"cgroups":        "apt-get install runc",
+		"container DNS":  "apt-get install netavark aardvark-dns",
+		"container init": "apt-get install catatonit",
 		"ulimits":        "nproc 32768 (kernel.pid_max); containers get nofile=20000:20000 nproc=32768:32768",
 		"storage driver": `driver = "overlay"`,
 		"overlay":        "apt-get install fuse-overlayfs",
@@ -350,4 +357,34 @@ func TestReportJSON(t *testing.T) {
 	if r.OK() {
 		t.Error("with a failure: OK() = true")
 	}
+}
+
+// TestNameResolution covers the network backends: netavark with
+// aardvark-dns, a user whose Podman recorded CNI, and CNI with dnsname.
+func TestNameResolution(t *testing.T) {
+	backend := func(h *host, v string) {
+		p := filepath.Join(h.home, ".local/share/containers/storage/defaultNetworkBackend")
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := newHost(t).healthy()
+	backend(h, "netavark")
+	expect(t, h.run(), map[string]Status{"container DNS": StatusPass}, map[string]string{"container DNS": "aardvark-dns"})
+
+	h = newHost(t).healthy()
+	backend(h, "cni")
+	expect(t, h.run(), map[string]Status{"container DNS": StatusFail}, map[string]string{"container DNS": "echo netavark > ~/.local/share/containers/storage/defaultNetworkBackend"})
+
+	h.file("/usr/lib/cni/dnsname", "#!/bin/sh\n", 0o755)
+	expect(t, h.run(), map[string]Status{"container DNS": StatusPass}, map[string]string{"container DNS": "dnsname"})
+
+	h = newHost(t).healthy()
+	if err := os.Remove(filepath.Join(h.root, "/usr/lib/podman/aardvark-dns")); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, h.run(), map[string]Status{"container DNS": StatusFail}, map[string]string{"container DNS": "without aardvark-dns"})
 }
