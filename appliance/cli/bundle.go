@@ -581,40 +581,59 @@ func newBundleKeygenCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// upBundleFlags are `outpost up`'s --bundle and --pubkey.
+// upBundleFlags are the --bundle and --pubkey flags of `outpost up` and
+// `outpost upgrade`.
 type upBundleFlags struct {
 	file  string
 	trust trustFlags
 }
 
-func (u *upBundleFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&u.file, "bundle", "", "verify and load this bundle first, then bring up its Compose files (-f files are merged after them) with images pinned by ID")
+func (u *upBundleFlags) register(cmd *cobra.Command, usage string) {
+	cmd.Flags().StringVar(&u.file, "bundle", "", usage)
 	u.trust.register(cmd)
 }
 
-// prepare runs upBundle when --bundle is given and returns what pins the
-// loaded definition's images; without --bundle it does nothing.
-func (u *upBundleFlags) prepare(ctx context.Context, g *globals, def *defOptions) (func(*model.Appliance), error) {
+// bundleUse says how prepare treats the bundle.
+type bundleUse struct {
+	// verifyFirst imports no image until the whole bundle has verified.
+	verifyFirst bool
+	// dryRun verifies the bundle and extracts its files, loading no image.
+	dryRun bool
+	// check runs once the signature is verified, before anything
+	// changes; it receives the appliance the bundle's definition names
+	// (--name overrides the bundle's).
+	check func(ctx context.Context, env *daemon.Env, appliance string) error
+}
+
+// prepared is what prepare made of a bundle: how to pin a definition
+// loaded from it, and (dry run) the image IDs it carries that are not
+// loaded.
+type prepared struct {
+	pin     func(*model.Appliance)
+	pending []string
+}
+
+// prepare runs openBundle when --bundle is given; without it, it does
+// nothing.
+func (u *upBundleFlags) prepare(ctx context.Context, g *globals, def *defOptions, use bundleUse) (*prepared, error) {
 	if u.file == "" {
 		if len(u.trust.pubkeys) > 0 {
 			return nil, errors.New("--pubkey needs --bundle")
 		}
-		return func(*model.Appliance) {}, nil
+		return &prepared{pin: func(*model.Appliance) {}}, nil
 	}
-	m, err := upBundle(ctx, g, def, u.file, &u.trust)
-	if err != nil {
-		return nil, err
-	}
-	return func(app *model.Appliance) { pinImages(app, m) }, nil
+	return openBundle(ctx, g, def, u.file, &u.trust, use)
 }
 
-// upBundle prepares `outpost up --bundle FILE`: it verifies the bundle and
-// loads its images, extracts its Compose and env files under the state
+// openBundle prepares `outpost up --bundle FILE` and `outpost upgrade
+// --bundle FILE`: it checks the bundle's signature (and use.check), then
+// verifies the whole bundle while loading its images (none with
+// use.dryRun), extracts its Compose and env files under the state
 // directory, and points the definition flags at them (the bundle's
 // Compose files first, then any -f given as overrides; the bundle's env
-// files unless --env-file is given). It returns the bundle's manifest, so
-// the loaded definition can be pinned to the bundle's image IDs.
-func upBundle(ctx context.Context, g *globals, def *defOptions, file string, tf *trustFlags) (*bundle.Manifest, error) {
+// files unless --env-file is given). A definition loaded from them is
+// pinned to the bundle's image IDs.
+func openBundle(ctx context.Context, g *globals, def *defOptions, file string, tf *trustFlags, use bundleUse) (*prepared, error) {
 	tr, err := tf.trust()
 	if err != nil {
 		return nil, err
@@ -638,16 +657,42 @@ func upBundle(ctx context.Context, g *globals, def *defOptions, file string, tf 
 		return nil, err
 	}
 	defer env.Close()
-	res, err := bundle.Load(ctx, file, bundle.LoadOptions{Trust: tr, Engine: env.Engine, ExtractDir: dir, Progress: g.progress(false), Log: g.log})
-	if err != nil {
-		return nil, err
+	if use.check != nil {
+		name := def.name
+		if name == "" {
+			name = head.Manifest.Appliance
+		}
+		if err := use.check(ctx, env, name); err != nil {
+			return nil, fmt.Errorf("bundle %s: %w", file, err)
+		}
 	}
-	printLoad(g.streams.Err, res)
-	def.files = append(append([]string(nil), res.ComposeFiles...), def.files...)
+	var files *bundle.ExtractResult
+	var pending []string
+	if use.dryRun {
+		files, err = bundle.Extract(ctx, file, bundle.ExtractOptions{Trust: tr, Dir: dir, Progress: g.progress(false), Log: g.log})
+		if err != nil {
+			return nil, err
+		}
+		for _, img := range files.Manifest.Images {
+			if _, err := env.Engine.ImageInspect(ctx, img.ID); err != nil {
+				pending = append(pending, img.ID)
+			}
+		}
+		fmt.Fprintf(g.streams.Err, "%s: verified (signed by %s); dry run: %d image(s) not loaded\n", nameVersion(files.Manifest), files.KeyID, len(pending))
+	} else {
+		res, err := bundle.Load(ctx, file, bundle.LoadOptions{Trust: tr, Engine: env.Engine, ExtractDir: dir, VerifyFirst: use.verifyFirst, Progress: g.progress(false), Log: g.log})
+		if err != nil {
+			return nil, err
+		}
+		printLoad(g.streams.Err, res)
+		files = &res.ExtractResult
+	}
+	def.files = append(append([]string(nil), files.ComposeFiles...), def.files...)
 	if len(def.envFiles) == 0 {
-		def.envFiles = res.EnvFiles
+		def.envFiles = files.EnvFiles
 	}
-	return res.Manifest, nil
+	m := files.Manifest
+	return &prepared{pin: func(app *model.Appliance) { pinImages(app, m) }, pending: pending}, nil
 }
 
 // pinImages makes every service whose image the bundle carries run that

@@ -36,7 +36,7 @@ working directory, the embedded demo appliance is used.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			pin, err := ub.prepare(ctx, g, &def)
+			b, err := ub.prepare(ctx, g, &def, bundleUse{})
 			if err != nil {
 				return err
 			}
@@ -44,7 +44,7 @@ working directory, the embedded demo appliance is used.`,
 			if err != nil {
 				return err
 			}
-			pin(l.app)
+			b.pin(l.app)
 			progress := progressPrinter(g.streams.Err)
 			var res *runtime.UpResult
 			if c := g.client(); c != nil {
@@ -95,7 +95,7 @@ working directory, the embedded demo appliance is used.`,
 	def.register(cmd.Flags())
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up if not healthy within this time (default: no limit beyond each service's health rules)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
-	ub.register(cmd)
+	ub.register(cmd, "verify and load this bundle first, then bring up its Compose files (-f files are merged after them) with images pinned by ID")
 	return cmd
 }
 

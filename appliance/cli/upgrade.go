@@ -14,6 +14,7 @@ import (
 
 	"github.com/outpostdev/outpost/appliance/daemon"
 	"github.com/outpostdev/outpost/appliance/model"
+	"github.com/outpostdev/outpost/appliance/store"
 	"github.com/outpostdev/outpost/appliance/upgrade"
 )
 
@@ -41,8 +42,9 @@ func newUpgradeCmd(g *globals) *cobra.Command {
 	var def defOptions
 	var dryRun, resume, skipBackup, asJSON bool
 	var timeout time.Duration
+	var ub upBundleFlags
 	cmd := &cobra.Command{
-		Use:   "upgrade -f NEW.yml...",
+		Use:   "upgrade (-f NEW.yml... | --bundle FILE)",
 		Short: "Upgrade the deployed appliance to a new definition as one journaled transaction",
 		Long: `Compute what changes from the deployed revision to the new definition, then
 apply it under the appliance's lock with every step journaled before it runs:
@@ -51,7 +53,13 @@ started beside their old copy and switched in the proxy once healthy,
 stateful services replaced in place with their full stop timeout, jobs with
 when: upgrade between phases. Any failure rolls the whole appliance back to
 the previous revision. --dry-run prints the plan and changes nothing;
---resume settles an upgrade a killed process left open.`,
+--resume settles an upgrade a killed process left open.
+
+With --bundle, the whole bundle is verified first (signature, every entry's
+checksum) and nothing changes unless it is intact and signed by a trusted
+key; then its missing images are loaded and the upgrade goes to its Compose
+files, images pinned by ID. With --dry-run the bundle is verified but no
+image is loaded.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -66,10 +74,14 @@ the previous revision. --dry-run prints the plan and changes nothing;
 					return nil
 				})
 			}
-			if !def.given() {
-				return errors.New("name the new definition with -f (repeat to merge), or pass --resume")
+			if !def.given() && ub.file == "" {
+				return errors.New("name the new definition with -f (repeat to merge) or --bundle FILE, or pass --resume")
 			}
 			at, err := crashAt()
+			if err != nil {
+				return err
+			}
+			b, err := ub.prepare(ctx, g, &def, bundleUse{verifyFirst: true, dryRun: dryRun, check: deployedHere})
 			if err != nil {
 				return err
 			}
@@ -77,9 +89,11 @@ the previous revision. --dry-run prints the plan and changes nothing;
 			if err != nil {
 				return err
 			}
+			b.pin(l.app)
 			var res *upgrade.Result
 			if c := g.client(); c != nil {
-				res, err = c.Upgrade(ctx, daemon.UpgradeRequest{Appliance: l.app, DryRun: dryRun, SkipBackup: skipBackup, Timeout: timeout, CrashAt: at, OutpostVersion: Version}, progress)
+				res, err = c.Upgrade(ctx, daemon.UpgradeRequest{Appliance: l.app, DryRun: dryRun, SkipBackup: skipBackup, Timeout: timeout, CrashAt: at,
+					OutpostVersion: Version, PendingImages: b.pending}, progress)
 			} else {
 				env, oerr := g.openEnv(ctx)
 				if oerr != nil {
@@ -92,7 +106,7 @@ the previous revision. --dry-run prints the plan and changes nothing;
 				}
 				res, err = upgrade.New(env.Engine, env.Store, env.Runtime, env.Log).Upgrade(ctx, upgrade.Options{
 					App: app, StateDir: env.Paths.StateDir, DryRun: dryRun, SkipBackup: skipBackup, Timeout: timeout, Progress: progress,
-					CrashAt: at, OutpostVersion: Version, Owner: "outpost upgrade (pid " + strconv.Itoa(os.Getpid()) + ")",
+					CrashAt: at, OutpostVersion: Version, Owner: "outpost upgrade (pid " + strconv.Itoa(os.Getpid()) + ")", PendingImages: b.pending,
 				})
 			}
 			if err != nil {
@@ -107,7 +121,20 @@ the previous revision. --dry-run prints the plan and changes nothing;
 	cmd.Flags().BoolVar(&resume, "resume", false, "finish or roll back an upgrade a killed process left open, then exit")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "roll back unless the upgrade is done within this time (default: each service's own health rules)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	ub.register(cmd, "upgrade to this signed bundle: verify all of it, load its missing images, then upgrade to its Compose files (-f files are merged after them) with images pinned by ID")
 	return cmd
+}
+
+// deployedHere refuses a bundle for an appliance with no active revision
+// here, before its images are loaded: there is nothing to upgrade.
+func deployedHere(ctx context.Context, env *daemon.Env, appliance string) error {
+	if _, err := env.Store.ActiveRevision(ctx, appliance); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("it holds appliance %s, which has no active revision here: %w (install it with `outpost up --bundle`, or choose the deployed appliance with --name)", appliance, upgrade.ErrNothingDeployed)
+		}
+		return err
+	}
+	return nil
 }
 
 func printUpgrade(g *globals, res *upgrade.Result, asJSON bool, verb string) error {

@@ -36,6 +36,9 @@ type UpgradeRequest struct {
 	Timeout        time.Duration `json:"timeout,omitempty"`
 	CrashAt        int           `json:"crash_at,omitempty"`
 	OutpostVersion string        `json:"outpost_version,omitempty"`
+	// PendingImages are image IDs of a verified bundle that a dry run
+	// did not load (see upgrade.Options).
+	PendingImages []string `json:"pending_images,omitempty"`
 }
 
 // UpgradeLine is one line of a streamed upgrade or rollback.
@@ -117,7 +120,7 @@ func (d *Daemon) upgradeOrRollback(ctx context.Context, rollback bool, req Upgra
 		return nil, err
 	}
 	return u.Upgrade(ctx, upgrade.Options{App: app, StateDir: d.env.Paths.StateDir, DryRun: req.DryRun, SkipBackup: req.SkipBackup, Timeout: req.Timeout,
-		Progress: progress, Traffic: d.proxy, CrashAt: req.CrashAt, OutpostVersion: req.OutpostVersion})
+		Progress: progress, Traffic: d.proxy, CrashAt: req.CrashAt, OutpostVersion: req.OutpostVersion, PendingImages: req.PendingImages})
 }
 
 func (d *Daemon) handleUpgrade(w http.ResponseWriter, r *http.Request) {

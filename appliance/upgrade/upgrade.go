@@ -117,6 +117,9 @@ type Options struct {
 	// CrashAt, when positive, ends the process with Crash right after
 	// step CrashAt is journaled (crash-injection tests).
 	CrashAt int
+	// PendingImages are image IDs that a verified bundle carries but that
+	// a dry run did not load: planned as if present. Ignored unless DryRun.
+	PendingImages []string
 	// OutpostVersion is recorded in the pre-upgrade snapshot.
 	OutpostVersion string
 	// Owner describes the lock holder, e.g. "outpost upgrade"; default
@@ -184,7 +187,8 @@ type beginData struct {
 
 // plan computes what upgrading to app would do, changing nothing: the
 // plan, the active revision and its definition, and the new image IDs.
-func (u *Upgrader) plan(ctx context.Context, app *model.Appliance) (*Plan, store.Revision, *model.Appliance, map[string]string, error) {
+// Images named by an ID in pending count as present.
+func (u *Upgrader) plan(ctx context.Context, app *model.Appliance, pending ...string) (*Plan, store.Revision, *model.Appliance, map[string]string, error) {
 	prev, prevRev, err := u.rt.Deployed(ctx, app.Name)
 	if err != nil {
 		return nil, prevRev, nil, nil, err
@@ -192,7 +196,7 @@ func (u *Upgrader) plan(ctx context.Context, app *model.Appliance) (*Plan, store
 	if prevRev.Status != store.RevisionActive {
 		return nil, prevRev, nil, nil, fmt.Errorf("appliance %s: revision %d is %s: %w", app.Name, prevRev.ID, prevRev.Status, ErrNothingDeployed)
 	}
-	images, err := u.images(ctx, app)
+	images, err := u.images(ctx, app, pending)
 	if err != nil {
 		return nil, prevRev, nil, nil, err
 	}
@@ -206,12 +210,14 @@ func (u *Upgrader) plan(ctx context.Context, app *model.Appliance) (*Plan, store
 
 // images inspects every service's image and reports all missing ones at
 // once, before anything is touched.
-func (u *Upgrader) images(ctx context.Context, app *model.Appliance) (map[string]string, error) {
+func (u *Upgrader) images(ctx context.Context, app *model.Appliance, pending []string) (map[string]string, error) {
 	out := map[string]string{}
 	var problems []string
 	for _, name := range app.ServiceNames() {
 		img, err := u.eng.ImageInspect(ctx, app.Services[name].Image)
 		switch {
+		case errors.Is(err, engine.ErrNotFound) && slices.Contains(pending, app.Services[name].Image):
+			out[name] = app.Services[name].Image
 		case errors.Is(err, engine.ErrNotFound):
 			problems = append(problems, fmt.Sprintf("services.%s.image: image %s is not in local storage; load it first (`outpost bundle load`, `podman load`) — Outpost never pulls", name, app.Services[name].Image))
 		case err != nil:
@@ -251,7 +257,7 @@ func (u *Upgrader) Upgrade(ctx context.Context, opts Options) (*Result, error) {
 	}
 	app := opts.App
 	if opts.DryRun {
-		p, prevRev, _, _, err := u.plan(ctx, app)
+		p, prevRev, _, _, err := u.plan(ctx, app, opts.PendingImages...)
 		if err != nil {
 			return nil, err
 		}
