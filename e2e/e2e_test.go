@@ -257,14 +257,18 @@ func eventually(t *testing.T, timeout time.Duration, what string, f func() error
 }
 
 func httpGet(url string) (int, string, error) {
-	c := &http.Client{Timeout: 3 * time.Second}
+	return get(&http.Client{Timeout: 3 * time.Second}, url)
+}
+
+// get GETs url with client c: the status and the body.
+func get(c *http.Client, url string) (int, string, error) {
 	resp, err := c.Get(url)
 	if err != nil {
 		return 0, "", err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), nil
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
 }
 
 // cleanupAppliance removes what a test appliance left: containers and

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/outpostdev/outpost/appliance/backup"
 	"github.com/outpostdev/outpost/appliance/model"
@@ -54,6 +55,11 @@ type ServiceChange struct {
 	// Reason says why the service changes and, for a rotatable service
 	// replaced in place, why it cannot rotate.
 	Reason string `json:"reason,omitempty"`
+	// HostPortGap, for a rotated service that publishes fixed host ports,
+	// says that those ports are briefly unavailable: the copy beside
+	// serves the proxy's traffic only, and the service's own container,
+	// which holds the fixed ports, is replaced in place meanwhile.
+	HostPortGap string `json:"host_port_gap,omitempty"`
 }
 
 // Plan is what an upgrade will do. Compute makes it without touching
@@ -135,10 +141,14 @@ func Compute(prev, next *model.Appliance, prevImages, nextImages map[string]stri
 				c.Action = ActionKeep
 			case svc.Role == model.RoleRotatable:
 				c.Action, c.Reason = ActionRotate, why
-				if reason := cannotRotate(old, svc); reason != "" {
-					c.Action, c.Reason = ActionReplace, why+"; in place: "+reason
-				} else if g := gated[name]; g != "" {
+				fixed := fixedHostPorts(old, svc)
+				if g := gated[name]; g != "" {
 					c.Action, c.Reason = ActionReplace, why+"; in place: "+g
+				} else if len(fixed) > 0 && !proxied(next, name) {
+					c.Action, c.Reason = ActionReplace, fmt.Sprintf("%s; in place: it publishes fixed host port %s, which two copies cannot share, and the proxy does not route to it", why, joinPorts(fixed))
+				} else if len(fixed) > 0 {
+					c.HostPortGap = fmt.Sprintf("host %s %s %s unavailable for ~%ds while %s is replaced; traffic through the proxy is not interrupted",
+						plural(len(fixed), "port", "ports"), joinPorts(fixed), plural(len(fixed), "is", "are"), int(ReplaceGap/time.Second), name)
 				}
 			default:
 				c.Action, c.Reason = ActionReplace, why
@@ -179,17 +189,59 @@ func difference(old, svc *model.Service, oldImage, newImage string) string {
 	return ""
 }
 
-// cannotRotate says why a rotatable service must still be replaced in
-// place: two copies cannot publish the same fixed host port.
-func cannotRotate(old, svc *model.Service) string {
+// ReplaceGap is the typical time a fixed host port of a rotated service
+// is unavailable: from stopping its own container (which exits on
+// SIGTERM) to the new one listening — removal, creation, start and the
+// rootless port forwarder. Measured with bench/upgrade on a 2-core VM
+// (docs/benchmarks.md); a service slow to stop adds up to its stop
+// timeout.
+const ReplaceGap = 2 * time.Second
+
+// fixedHostPorts are the fixed host ports a service publishes before or
+// after the change, sorted: two copies cannot share them, so the copy
+// started beside leaves them to the service's own container.
+func fixedHostPorts(old, svc *model.Service) []uint16 {
+	var out []uint16
 	for _, s := range []*model.Service{old, svc} {
 		for _, p := range s.Ports {
-			if p.HostPort != 0 {
-				return fmt.Sprintf("it publishes fixed host port %d, which two copies cannot share", p.HostPort)
+			if p.HostPort != 0 && !slices.Contains(out, p.HostPort) {
+				out = append(out, p.HostPort)
 			}
 		}
 	}
-	return ""
+	slices.Sort(out)
+	return out
+}
+
+// proxied reports whether the embedded proxy may send traffic to service
+// name: a route names it as upstream, or a Caddyfile (whose upstreams
+// the plan does not parse) is used.
+func proxied(app *model.Appliance, name string) bool {
+	if app.Proxy == nil {
+		return false
+	}
+	if app.Proxy.Caddyfile != "" || app.Proxy.CaddyfileText != "" {
+		return true
+	}
+	return slices.ContainsFunc(app.Proxy.Routes, func(r model.Route) bool {
+		host, _, _ := strings.Cut(r.Upstream, ":")
+		return host == name
+	})
+}
+
+func joinPorts(ports []uint16) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = fmt.Sprint(p)
+	}
+	return strings.Join(s, ", ")
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // legacyKeys are the volume keys prev mounts and next does not.
@@ -263,6 +315,9 @@ func (p *Plan) Render() string {
 			line += ": " + c.Reason
 		}
 		b.WriteString(line + "\n")
+		if c.HostPortGap != "" {
+			fmt.Fprintf(&b, "  %-8s %s\n", "", c.HostPortGap)
+		}
 	}
 	for _, j := range p.Jobs {
 		fmt.Fprintf(&b, "  %-8s %s\n", "job", j)

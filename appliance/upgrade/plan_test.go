@@ -36,6 +36,7 @@ func TestCompute(t *testing.T) {
 		newImages map[string]string
 		want      map[string]Action
 		reason    map[string]string // substring of the reason
+		gap       map[string]string // substring of the host port gap
 		jobs      []string
 		legacy    []string
 		data      bool
@@ -61,11 +62,30 @@ func TestCompute(t *testing.T) {
 			reason:    map[string]string{"api": "now has ID a2"},
 		},
 		{
-			name:   "fixed host port forces in place",
+			name:   "fixed host port without a proxy route forces in place",
 			change: func(a *model.Appliance) { a.Services["web"].Image = "app:2" },
 			want:   map[string]Action{"db": ActionKeep, "api": ActionKeep, "web": ActionReplace},
-			reason: map[string]string{"web": "fixed host port 18000"},
+			reason: map[string]string{"web": "fixed host port 18000, which two copies cannot share, and the proxy does not route to it"},
 			data:   false,
+		},
+		{
+			name: "fixed host port behind the proxy rotates, with the port's gap stated",
+			change: func(a *model.Appliance) {
+				a.Services["web"].Image = "app:2"
+				a.Proxy = &model.Proxy{Routes: []model.Route{{Path: "/api/*", Upstream: "api:8080"}, {Upstream: "web:3000"}}}
+			},
+			want: map[string]Action{"db": ActionKeep, "api": ActionKeep, "web": ActionRotate},
+			gap:  map[string]string{"web": "host port 18000 is unavailable for ~2s while web is replaced; traffic through the proxy is not interrupted"},
+		},
+		{
+			name: "a Caddyfile may route to any service",
+			change: func(a *model.Appliance) {
+				a.Services["web"].Image = "app:2"
+				a.Services["web"].Ports = append(a.Services["web"].Ports, model.Port{HostPort: 18001, ContainerPort: 3001, Protocol: "tcp"})
+				a.Proxy = &model.Proxy{Caddyfile: "Caddyfile"}
+			},
+			want: map[string]Action{"db": ActionKeep, "api": ActionKeep, "web": ActionRotate},
+			gap:  map[string]string{"web": "host ports 18000, 18001 are unavailable"},
 		},
 		{
 			name:   "stateful change is in place and gates its dependants",
@@ -120,6 +140,12 @@ func TestCompute(t *testing.T) {
 				got[c.Service] = c.Action
 				if want := tt.reason[c.Service]; want != "" && !strings.Contains(c.Reason, want) {
 					t.Errorf("%s reason %q, want it to contain %q", c.Service, c.Reason, want)
+				}
+				if want := tt.gap[c.Service]; (want == "") != (c.HostPortGap == "") || !strings.Contains(c.HostPortGap, want) {
+					t.Errorf("%s host port gap %q, want it to contain %q", c.Service, c.HostPortGap, want)
+				}
+				if c.HostPortGap != "" && !strings.Contains(p.Render(), "\n           "+c.HostPortGap+"\n") {
+					t.Errorf("render lacks the gap on its own line:\n%s", p.Render())
 				}
 			}
 			if !reflect.DeepEqual(got, tt.want) {

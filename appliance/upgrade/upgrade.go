@@ -504,17 +504,13 @@ func (u *Upgrader) startBeside(ctx context.Context, app *model.Appliance, name s
 	}
 	spec.Name = BesideName(app.Name, name, op)
 	spec.Labels[engine.LabelRevision] = fmt.Sprintf("upgrade-%d", op)
-	ports := map[uint16]uint16{}
-	for i, p := range spec.Ports {
-		if p.HostIP != "127.0.0.1" || p.HostPort == 0 {
-			continue
-		}
-		hp, err := u.st.AllocatePort(ctx, app.Name, besideService(name), p.ContainerPort, "tcp", runtime.PickProxyPort)
-		if err != nil {
-			return "", fmt.Errorf("publishing %s:%d for the copy beside: %w", name, p.ContainerPort, err)
-		}
-		spec.Ports[i].HostPort = hp
-		ports[p.ContainerPort] = hp
+	proxyPorts, err := u.rt.ProxyPorts(ctx, app)
+	if err != nil {
+		return "", err
+	}
+	ports, err := u.besidePorts(ctx, app.Name, name, &spec, proxyPorts[name])
+	if err != nil {
+		return "", err
 	}
 	if old, err := u.eng.InspectContainer(ctx, spec.Name); err == nil {
 		// A leftover of this very step (a resumed operation).
@@ -539,6 +535,37 @@ func (u *Upgrader) startBeside(ctx context.Context, app *model.Appliance, name s
 		progress(name, "proxy switched to the new copy")
 	}
 	return spec.Name, nil
+}
+
+// besidePorts moves the host ports of the copy beside off the service's
+// own: every container port the proxy routes to (proxied: container port
+// → the host port the proxy dials now) is published on a loopback port
+// allocated for the copy, and fixed host ports the proxy does not use
+// are left out, since the running container holds them and keeps them
+// until it is replaced. Ports published on a port Podman picks are kept.
+// It returns the copy's proxied ports (container port → host port).
+func (u *Upgrader) besidePorts(ctx context.Context, appliance, name string, spec *engine.ContainerSpec, proxied map[uint16]uint16) (map[uint16]uint16, error) {
+	ports := map[uint16]uint16{}
+	var kept []engine.PortSpec
+	for _, p := range spec.Ports {
+		switch _, routed := proxied[p.ContainerPort]; {
+		case p.HostPort == 0:
+			kept = append(kept, p)
+		case !routed || (p.Protocol != "" && p.Protocol != "tcp"):
+			// A fixed port of the service's own container.
+		case ports[p.ContainerPort] != 0:
+			// Published twice (fixed and for the proxy): one is enough.
+		default:
+			hp, err := u.st.AllocatePort(ctx, appliance, besideService(name), p.ContainerPort, "tcp", runtime.PickProxyPort)
+			if err != nil {
+				return nil, fmt.Errorf("publishing %s:%d for the copy beside: %w", name, p.ContainerPort, err)
+			}
+			ports[p.ContainerPort] = hp
+			kept = append(kept, engine.PortSpec{HostIP: "127.0.0.1", HostPort: hp, ContainerPort: p.ContainerPort, Protocol: "tcp"})
+		}
+	}
+	spec.Ports = kept
+	return ports, nil
 }
 
 // waitHealthy probes a container until its service's health check passes
