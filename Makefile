@@ -135,6 +135,22 @@ endif
 	cd $(RUN_DIR)/bench-proxy && $(AS_USER) ./outpost demo-image
 	cd $(RUN_DIR)/bench-proxy && $(AS_USER) ./bench-proxy -outpost ./outpost -markdown $(BENCH_PROXY_FLAGS)
 
+.PHONY: bench-upgrade
+bench-upgrade: setup build ## upgrade under load: outpost upgrade vs podman-compose up -d --force-recreate (direct, behind caddy); failed requests, latency (see docs/benchmarks.md)
+ifeq ($(IS_ROOT),yes)
+	@command -v podman-compose >/dev/null 2>&1 && [ -x /usr/bin/caddy ] || { echo "bench-upgrade: installing podman-compose and caddy (Debian packages)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman-compose caddy >/dev/null; }
+else
+	@command -v podman-compose >/dev/null 2>&1 && [ -x /usr/bin/caddy ] || { echo "bench-upgrade: podman-compose or /usr/bin/caddy is missing (sudo apt-get install podman-compose caddy)"; exit 1; }
+endif
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/bench-upgrade ./bench/upgrade
+	@install -d -m 0755 $(RUN_DIR) && rm -rf $(RUN_DIR)/bench-upgrade && install -d -m 0755 $(RUN_DIR)/bench-upgrade
+	install -m 0755 $(BIN) bin/bench-upgrade $(RUN_DIR)/bench-upgrade/
+ifeq ($(IS_ROOT),yes)
+	@chown $(TEST_USER) $(RUN_DIR)/bench-upgrade
+endif
+	cd $(RUN_DIR)/bench-upgrade && $(AS_USER) ./outpost demo-image
+	cd $(RUN_DIR)/bench-upgrade && $(AS_USER) ./bench-upgrade -outpost ./outpost -dir work -markdown $(BENCH_UPGRADE_FLAGS)
+
 .PHONY: bench-bundle
 bench-bundle: setup build ## air-gap load benchmark: outpost bundle load vs podman load, 640 MiB of images (see docs/benchmarks.md)
 	CGO_ENABLED=0 $(GO) build -trimpath -tags "$(TAGS)" -o bin/bench-bundle ./bench/bundle
