@@ -475,17 +475,7 @@ func TestUpgradeCrashAtEveryStep(t *testing.T) {
 		case 2:
 			h.must(5*time.Minute, "up", "-f", v1)
 		case 0:
-			started := strings.Count(h.logs(), `msg="appliance healthy"`)
-			d := h.daemon("--name", a.name)
-			eventually(t, 3*time.Minute, "daemon healthy", func() error {
-				if d.exited() {
-					t.Fatalf("daemon exited:\n%s", h.logs())
-				}
-				if strings.Count(h.logs(), `msg="appliance healthy"`) == started {
-					return fmt.Errorf("the daemon has not started the appliance yet")
-				}
-				return allHealthy(h.status("--name", a.name), 2)
-			})
+			d := a.restartDaemon(t)
 			_ = d.cmd.Process.Signal(os.Interrupt)
 			if err := d.wait(); err != nil {
 				t.Fatalf("daemon: %v", err)

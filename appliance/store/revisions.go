@@ -31,10 +31,12 @@ const (
 // may move it to. Setting the current status again is always allowed (a
 // resumed operation repeats its last step). Nothing returns to pending;
 // failed, superseded and rolled_back revisions are applied again (rollback,
-// retry) through applying, or made active directly.
+// retry) through applying, or made active directly. An applying revision
+// that was active before returns to superseded when the operation that
+// applied it again is rolled back.
 var revisionTransitions = map[RevisionStatus][]RevisionStatus{
 	RevisionPending:    {RevisionApplying, RevisionActive, RevisionFailed},
-	RevisionApplying:   {RevisionActive, RevisionFailed, RevisionRolledBack},
+	RevisionApplying:   {RevisionActive, RevisionFailed, RevisionRolledBack, RevisionSuperseded},
 	RevisionActive:     {RevisionSuperseded, RevisionRolledBack},
 	RevisionFailed:     {RevisionApplying},
 	RevisionSuperseded: {RevisionApplying, RevisionActive, RevisionRolledBack},

@@ -25,7 +25,6 @@ import (
 // and image, dependants included), and the new revision is marked
 // rolled_back. Volumes are never touched.
 func (u *Upgrader) rollback(ctx context.Context, x *execution, prevRev store.Revision, bd beginData, traffic Traffic, progress runtime.ProgressFunc) error {
-	x.crashAt = 0
 	var prev model.Appliance
 	if err := json.Unmarshal(prevRev.Spec, &prev); err != nil {
 		return fmt.Errorf("decoding revision %d: %w", prevRev.ID, err)
@@ -71,7 +70,9 @@ func (u *Upgrader) rollback(ctx context.Context, x *execution, prevRev store.Rev
 	if err != nil {
 		return err
 	}
-	// The revisions this operation created (or re-applied) are undone.
+	// The revisions this operation created are marked rolled_back; one
+	// it applied again that existed before (a rollback's target) becomes
+	// superseded again, so it stays a rollback target.
 	revs, err := u.st.Revisions(ctx, prev.Name)
 	if err != nil {
 		return err
@@ -80,10 +81,15 @@ func (u *Upgrader) rollback(ctx context.Context, x *execution, prevRev store.Rev
 		if r.ID == prevRev.ID {
 			continue
 		}
-		if r.Status == store.RevisionApplying || (r.Status == store.RevisionSuperseded && x.applied == r.ID) {
-			if err := u.st.SetRevisionStatus(ctx, r.ID, store.RevisionRolledBack); err != nil {
-				u.log.Warn("marking revision rolled back failed", "revision", r.ID, "err", err)
-			}
+		if r.Status != store.RevisionApplying && (r.Status != store.RevisionSuperseded || x.applied != r.ID) {
+			continue
+		}
+		status := store.RevisionRolledBack
+		if bd.Known > 0 && r.ID <= bd.Known && !r.AppliedAt.IsZero() {
+			status = store.RevisionSuperseded
+		}
+		if err := u.st.SetRevisionStatus(ctx, r.ID, status); err != nil {
+			u.log.Warn("recording the status of a revision the rollback undid failed", "revision", r.ID, "status", status, "err", err)
 		}
 	}
 	if err := u.st.FinishOp(ctx, x.op, "rolled_back"); err != nil {

@@ -115,7 +115,9 @@ type Options struct {
 	// Traffic switches the embedded proxy; nil when no proxy runs here.
 	Traffic Traffic
 	// CrashAt, when positive, ends the process with Crash right after
-	// step CrashAt is journaled (crash-injection tests).
+	// step CrashAt is journaled (crash-injection tests). The numbering
+	// goes on into the undo steps of the rollback that follows a failed
+	// step, so those can be killed too.
 	CrashAt int
 	// PendingImages are image IDs that a verified bundle carries but that
 	// a dry run did not load: planned as if present. Ignored unless DryRun.
@@ -183,6 +185,10 @@ type beginData struct {
 	Rotated []string `json:"rotated,omitempty"`
 	// Steps is how many steps the operation has, the first included.
 	Steps int `json:"steps"`
+	// Known is the highest revision ID recorded when the operation
+	// began: a rollback marks only revisions above it rolled_back, and
+	// puts one it applied again (a rollback's target) back to superseded.
+	Known int64 `json:"known,omitempty"`
 }
 
 // plan computes what upgrading to app would do, changing nothing: the
@@ -288,6 +294,13 @@ func (u *Upgrader) Upgrade(ctx context.Context, opts Options) (*Result, error) {
 	res.Op = op
 	x := &execution{u: u, op: op, crashAt: opts.CrashAt, progress: progress}
 	bd := beginData{From: prevRev.ID}
+	revs, err := u.st.Revisions(ctx, app.Name)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range revs {
+		bd.Known = max(bd.Known, r.ID)
+	}
 	for _, c := range p.Services {
 		switch c.Action {
 		case ActionAdd:
