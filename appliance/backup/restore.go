@@ -155,6 +155,11 @@ func (m *Manager) Restore(ctx context.Context, opts RestoreOptions) (*RestoreRes
 	if err := m.restoreState(dir, man, opts.StateDir, res); err != nil {
 		return nil, fmt.Errorf("%w; the appliance is stopped — fix the cause and restore again", err)
 	}
+	// The snapshot's definition holds markers for the secrets; their
+	// values are the files just restored.
+	if app, err = m.rt.WithSecrets(app); err != nil {
+		return nil, fmt.Errorf("reading the restored secrets: %w; the appliance is stopped — fix the cause and restore again", err)
+	}
 	for _, name := range sortedKeys(hookFor) {
 		if err := m.runRestoreHook(ctx, dir, app, hookFor[name], progress); err != nil {
 			return nil, fmt.Errorf("restoring service %s from its backup hook output: %w; the appliance is stopped — fix the cause and restore again", name, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/outpostdev/outpost/appliance/engine"
 	"github.com/outpostdev/outpost/appliance/engine/podman"
 	"github.com/outpostdev/outpost/appliance/runtime"
+	"github.com/outpostdev/outpost/appliance/secrets"
 	"github.com/outpostdev/outpost/appliance/store"
 )
 
@@ -112,6 +113,7 @@ func Open(ctx context.Context, paths Paths, log *slog.Logger) (*Env, error) {
 	}
 	rt := runtime.New(eng, st, log)
 	rt.SetProxyNeeds(proxyNeeds(paths.StateDir, log))
+	rt.SetSecretsDir(func(appliance string) string { return secrets.Dir(paths.StateDir, appliance) })
 	return &Env{Paths: paths, Log: log, Store: st, Engine: eng, Runtime: rt, stopPodman: stop}, nil
 }
 
@@ -147,7 +149,9 @@ func OpenState(ctx context.Context, paths Paths, log *slog.Logger) (*Env, error)
 	if err != nil {
 		return nil, err
 	}
-	return &Env{Paths: paths, Log: log, Store: st, Runtime: runtime.New(nil, st, log)}, nil
+	rt := runtime.New(nil, st, log)
+	rt.SetSecretsDir(func(appliance string) string { return secrets.Dir(paths.StateDir, appliance) })
+	return &Env{Paths: paths, Log: log, Store: st, Runtime: rt}, nil
 }
 
 // Close stops the private Podman service (containers keep running) and

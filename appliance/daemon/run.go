@@ -105,11 +105,13 @@ func Run(ctx context.Context, env *Env, app *model.Appliance, opts RunOptions) e
 		for n := range app.Services {
 			names = append(names, n)
 		}
-		for _, j := range app.Jobs {
-			if j.When == model.JobAlways {
-				names = append(names, j.Name)
-			}
+		// The jobs this start runs: `when: always` ones, and on the first
+		// start of an installation its install jobs not yet completed.
+		jobs, err := env.Runtime.Jobs(ctx, app, "")
+		if err != nil {
+			return err
 		}
+		names = append(names, jobs...)
 		board.expect(names)
 		// Refresh the elapsed times in systemd's view while the start runs.
 		tickCtx, stopTick := context.WithCancel(ctx)

@@ -14,6 +14,7 @@ import (
 	"github.com/outpostdev/outpost/appliance/health"
 	"github.com/outpostdev/outpost/appliance/model"
 	"github.com/outpostdev/outpost/appliance/plan"
+	"github.com/outpostdev/outpost/appliance/secrets"
 	"github.com/outpostdev/outpost/appliance/store"
 )
 
@@ -35,11 +36,33 @@ func (r *Runtime) Deployed(ctx context.Context, name string) (*model.Appliance, 
 	if err != nil {
 		return nil, rev, fmt.Errorf("reading active revision of %s: %w", name, err)
 	}
+	app, err := r.DecodeRevision(rev)
+	return app, rev, err
+}
+
+// DecodeRevision returns the definition a revision records. Its secrets
+// hold markers in the store; when the runtime knows where the values live
+// (SetSecretsDir) and they can be read, they are put back, so the result
+// compares equal to the definition that was applied. An unreadable value
+// leaves the marker (a start reports it; status and stop need no value).
+func (r *Runtime) DecodeRevision(rev store.Revision) (*model.Appliance, error) {
 	var app model.Appliance
 	if err := json.Unmarshal(rev.Spec, &app); err != nil {
-		return nil, rev, fmt.Errorf("decoding revision %d of %s: %w", rev.ID, name, err)
+		return nil, fmt.Errorf("decoding revision %d of %s: %w", rev.ID, rev.Appliance, err)
 	}
-	return &app, rev, nil
+	if r.secretsDir == nil || len(app.Secrets) == 0 {
+		return &app, nil
+	}
+	values, err := secrets.Load(r.secretsDir(app.Name), &app)
+	if err != nil {
+		r.log.Warn("secret values unavailable; the definition keeps their markers", "appliance", app.Name, "revision", rev.ID, "err", err)
+		return &app, nil
+	}
+	out, err := secrets.Inject(&app, values)
+	if err != nil {
+		return &app, nil
+	}
+	return out, nil
 }
 
 // Status reports every service of the appliance. Health comes from this
@@ -192,7 +215,8 @@ func (r *Runtime) Down(ctx context.Context, app *model.Appliance, opts StopOptio
 		if err := r.eng.RemoveContainer(ctx, c.ID); err != nil && !errors.Is(err, engine.ErrNotFound) {
 			return fmt.Errorf("removing %s: %w", c.Name, err)
 		}
-		if err := r.st.DeleteContainer(ctx, app.Name, c.Name); err != nil {
+		// Job containers (and helpers) are never inventoried.
+		if err := r.st.DeleteContainer(ctx, app.Name, c.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("updating inventory for %s: %w", c.Name, err)
 		}
 		progress(c.Labels[engine.LabelService], "removed "+c.Name)

@@ -21,6 +21,7 @@ import (
 	"github.com/outpostdev/outpost/appliance/health"
 	"github.com/outpostdev/outpost/appliance/model"
 	"github.com/outpostdev/outpost/appliance/plan"
+	"github.com/outpostdev/outpost/appliance/secrets"
 	"github.com/outpostdev/outpost/appliance/store"
 )
 
@@ -35,6 +36,29 @@ type Runtime struct {
 	status     map[string]map[string]*ServiceState // appliance -> service -> state
 	listeners  []ServingListener
 	proxyNeeds ProxyNeedsFunc
+	// secretsDir locates an appliance's secret files (see SetSecretsDir).
+	secretsDir func(appliance string) string
+}
+
+// SetSecretsDir tells the runtime where an appliance's x-outpost secret
+// files live (secrets.Dir below the state directory). Up then injects their
+// values itself — into definitions read back from a revision or a snapshot
+// too, which hold only markers (secrets.Redact) — and Deployed returns the
+// definition with them. Without it, the definitions given must carry the
+// values already.
+func (r *Runtime) SetSecretsDir(dir func(appliance string) string) {
+	r.secretsDir = dir
+}
+
+// WithSecrets returns app with its secrets' values injected into the
+// services that list them, generating a value that has none yet (once; see
+// package secrets). app is not modified. Without SetSecretsDir it returns
+// app unchanged.
+func (r *Runtime) WithSecrets(app *model.Appliance) (*model.Appliance, error) {
+	if r.secretsDir == nil || len(app.Secrets) == 0 {
+		return app, nil
+	}
+	return secrets.Apply(r.secretsDir(app.Name), app)
 }
 
 // New returns a Runtime. log may be nil.
@@ -150,11 +174,17 @@ func (r *Runtime) Up(ctx context.Context, app *model.Appliance, opts UpOptions) 
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("reading active revision: %w", err)
 	}
-	op := opts.Operation
-	if op == "" && errors.Is(err, store.ErrNotFound) {
-		op = model.JobInstall
+	err = nil
+	// Definitions read back from a revision or a snapshot carry markers
+	// where the values were; a start needs the values.
+	if app, err = r.WithSecrets(app); err != nil {
+		return nil, err
 	}
-	dag, err := plan.Graph(app, func(j *model.Job) bool { return j.When == model.JobAlways || j.When == op })
+	runs, err := r.jobsToRun(ctx, app, opts.Operation, active.ID != 0)
+	if err != nil {
+		return nil, err
+	}
+	dag, err := plan.Graph(app, func(j *model.Job) bool { return runs[j.Name] })
 	if err != nil {
 		return nil, err
 	}
@@ -686,6 +716,11 @@ func (r *Runtime) runJob(ctx context.Context, app *model.Appliance, j *model.Job
 			r.event(ctx, app.Name, j.Name, "job-exited", fmt.Sprintf("exit %d\n%s", c.ExitCode, logs))
 			if c.ExitCode != 0 {
 				return &ServiceError{Service: j.Name, Reason: fmt.Sprintf("job exited with code %d", c.ExitCode), Logs: tailLines(logs, 20)}
+			}
+			if j.When == model.JobInstall {
+				if err := r.recordInstallJob(ctx, app.Name, j.Name, rev); err != nil {
+					return err
+				}
 			}
 			progress(j.Name, "job completed")
 			return nil

@@ -30,12 +30,14 @@ type fakeEngine struct {
 	volumes    []string
 	readyAfter map[string]time.Duration
 	never      map[string]bool
+	jobExit    map[string]int // exit code of a job's container, which exits as it starts
 	seq        int
 }
 
 type fakeContainer struct {
 	info    engine.ContainerInfo
 	service string
+	spec    engine.ContainerSpec
 }
 
 func newFake() *fakeEngine {
@@ -44,6 +46,7 @@ func newFake() *fakeEngine {
 		containers: map[string]*fakeContainer{},
 		readyAfter: map[string]time.Duration{},
 		never:      map[string]bool{},
+		jobExit:    map[string]int{},
 	}
 }
 
@@ -92,7 +95,7 @@ func (f *fakeEngine) CreateContainer(_ context.Context, s engine.ContainerSpec) 
 	defer f.mu.Unlock()
 	f.seq++
 	id := fmt.Sprintf("id%d", f.seq)
-	f.containers[s.Name] = &fakeContainer{service: s.Labels[engine.LabelService], info: engine.ContainerInfo{
+	f.containers[s.Name] = &fakeContainer{service: s.Labels[engine.LabelService], spec: s, info: engine.ContainerInfo{
 		ID: id, Name: s.Name, State: "created", Labels: s.Labels, CreatedAt: time.Now(),
 	}}
 	f.creates = append(f.creates, s.Name)
@@ -107,6 +110,9 @@ func (f *fakeEngine) StartContainer(_ context.Context, id string) error {
 		return err
 	}
 	c.info.State, c.info.Running, c.info.StartedAt = "running", true, time.Now()
+	if job := c.info.Labels[engine.LabelJob]; job != "" {
+		c.info.State, c.info.Running, c.info.ExitCode = "exited", false, f.jobExit[job]
+	}
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/outpostdev/outpost/appliance/engine"
 	"github.com/outpostdev/outpost/appliance/model"
+	"github.com/outpostdev/outpost/appliance/secrets"
 )
 
 // ContainerName is the Podman name of a service's container.
@@ -160,9 +161,13 @@ func ConfigHash(spec engine.ContainerSpec, imageID string) string {
 	return hex.EncodeToString(sum[:12])
 }
 
-// SpecHash fingerprints a whole appliance definition.
+// SpecHash fingerprints a whole appliance definition and returns it as
+// it is stored in a revision: with secrets.Marker in place of every secret
+// value (secrets.Redact), so no value reaches the state database. A
+// changed value leaves the fingerprint alone; it changes the config hash
+// of the containers that use it, which recreates them.
 func SpecHash(app *model.Appliance) (string, []byte, error) {
-	b, err := json.Marshal(app)
+	b, err := json.Marshal(secrets.Redact(app))
 	if err != nil {
 		return "", nil, fmt.Errorf("encoding appliance definition: %w", err)
 	}

@@ -102,6 +102,37 @@ func Load(dir string, app *model.Appliance) (map[string]string, error) {
 // has its value in its environment (under the secret's Env name). app is
 // not modified; services without secrets are shared with it.
 func Inject(app *model.Appliance, values map[string]string) (*model.Appliance, error) {
+	return rewrite(app, func(svc string, s *model.Secret) (string, error) {
+		v, ok := values[s.Name]
+		if !ok {
+			return "", fmt.Errorf("service %s needs secret %s, which has no value", svc, s.Name)
+		}
+		return v, nil
+	})
+}
+
+// Marker is what stands in for a secret's value wherever a definition is
+// stored (the revision in the state database, a snapshot's definition):
+// only the secret's name, never its value.
+func Marker(name string) string {
+	return "outpost-secret:" + name
+}
+
+// Redact returns a copy of app in which the environment variable of every
+// secret a service lists holds Marker instead of the value, as Inject would
+// place it. app is not modified; services without secrets are shared.
+// Inject on the result puts the values back.
+func Redact(app *model.Appliance) *model.Appliance {
+	out, _ := rewrite(app, func(_ string, s *model.Secret) (string, error) { return Marker(s.Name), nil })
+	if out == nil {
+		return app // a service lists an undeclared secret; Validate reports it
+	}
+	return out
+}
+
+// rewrite returns a copy of app in which each service's environment holds
+// value(service, secret) under the Env name of every secret it lists.
+func rewrite(app *model.Appliance, value func(svc string, s *model.Secret) (string, error)) (*model.Appliance, error) {
 	if len(app.Secrets) == 0 {
 		return app, nil
 	}
@@ -126,9 +157,9 @@ func Inject(app *model.Appliance, values map[string]string) (*model.Appliance, e
 			if !ok {
 				return nil, fmt.Errorf("service %s lists secret %s, which x-outpost.secrets does not declare", name, sn)
 			}
-			v, ok := values[sn]
-			if !ok {
-				return nil, fmt.Errorf("service %s needs secret %s, which has no value", name, sn)
+			v, err := value(name, s)
+			if err != nil {
+				return nil, err
 			}
 			cp.Environment[EnvName(s)] = v
 		}

@@ -3,8 +3,10 @@ package secrets
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -129,5 +131,40 @@ func TestGenerate(t *testing.T) {
 	}
 	if EnvName(&model.Secret{Name: "db-password"}) != "DB_PASSWORD" {
 		t.Error("EnvName default")
+	}
+}
+
+func TestRedactKeepsOnlyMarkers(t *testing.T) {
+	app := testApp()
+	values := map[string]string{}
+	for _, s := range app.Secrets {
+		values[s.Name] = "value-of-" + s.Name
+	}
+	withValues, err := Inject(app, values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	red := Redact(withValues)
+	b, err := json.Marshal(red)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "value-of-") {
+		t.Fatalf("redacted definition holds a value: %s", b)
+	}
+	for _, s := range app.Secrets {
+		if !strings.Contains(string(b), Marker(s.Name)) {
+			t.Errorf("redacted definition lacks the marker of %s", s.Name)
+		}
+	}
+	back, err := Inject(red, values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, withValues) {
+		t.Fatal("Inject after Redact does not give the definition back")
+	}
+	if withValues.Services["api"] == red.Services["api"] {
+		t.Fatal("Redact modified its argument's services")
 	}
 }

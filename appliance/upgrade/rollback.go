@@ -25,10 +25,11 @@ import (
 // and image, dependants included), and the new revision is marked
 // rolled_back. Volumes are never touched.
 func (u *Upgrader) rollback(ctx context.Context, x *execution, prevRev store.Revision, bd beginData, traffic Traffic, progress runtime.ProgressFunc) error {
-	var prev model.Appliance
-	if err := json.Unmarshal(prevRev.Spec, &prev); err != nil {
-		return fmt.Errorf("decoding revision %d: %w", prevRev.ID, err)
+	prevApp, err := u.rt.DecodeRevision(prevRev)
+	if err != nil {
+		return err
 	}
+	prev := *prevApp
 	progress("", fmt.Sprintf("rolling back to revision %d", prevRev.ID))
 	if traffic != nil {
 		err := x.do(ctx, "undo proxy", "", func(context.Context) (string, error) {
@@ -41,7 +42,7 @@ func (u *Upgrader) rollback(ctx context.Context, x *execution, prevRev store.Rev
 			return err
 		}
 	}
-	err := x.do(ctx, "undo start beside", strings.Join(bd.Rotated, ","), func(ctx context.Context) (string, error) {
+	err = x.do(ctx, "undo start beside", strings.Join(bd.Rotated, ","), func(ctx context.Context) (string, error) {
 		return "", u.removeBesides(ctx, &prev, x.op, progress)
 	})
 	if err != nil {
@@ -288,17 +289,20 @@ func (u *Upgrader) Rollback(ctx context.Context, opts RollbackOptions) (*Result,
 	if err != nil {
 		return nil, err
 	}
-	var cur, app model.Appliance
-	if err := json.Unmarshal(active.Spec, &cur); err != nil {
-		return nil, fmt.Errorf("decoding revision %d: %w", active.ID, err)
-	}
-	if err := json.Unmarshal(target.Spec, &app); err != nil {
-		return nil, fmt.Errorf("decoding revision %d: %w", target.ID, err)
-	}
-	if err := u.checkMigrations(ctx, &cur, &app, active, target); err != nil {
+	// Decoded with the secrets' values: the definitions must compare as
+	// they were applied, and the copies started beside need the values.
+	cur, err := u.rt.DecodeRevision(active)
+	if err != nil {
 		return nil, err
 	}
-	return u.Upgrade(ctx, Options{App: &app, StateDir: opts.StateDir, Timeout: opts.Timeout, Progress: opts.Progress,
+	app, err := u.rt.DecodeRevision(target)
+	if err != nil {
+		return nil, err
+	}
+	if err := u.checkMigrations(ctx, cur, app, active, target); err != nil {
+		return nil, err
+	}
+	return u.Upgrade(ctx, Options{App: app, StateDir: opts.StateDir, Timeout: opts.Timeout, Progress: opts.Progress,
 		Traffic: opts.Traffic, CrashAt: opts.CrashAt, DryRun: opts.DryRun, kind: KindRollback})
 }
 
