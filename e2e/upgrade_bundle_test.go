@@ -87,6 +87,12 @@ func TestUpgradeFromBundle(t *testing.T) {
 		t.Fatalf("untrusted bundle: exit %d\n%s", r.code, r.stderr)
 	}
 
+	// For an appliance not deployed here: refused before loading.
+	r = h.run(5*time.Minute, "upgrade", "--bundle", "v2.outpost", "--pubkey", "vendor.pub", "--name", "nosuch"+a.suffix)
+	if r.code == 0 || !strings.Contains(r.stderr, "has no active revision here") || imageExists(id2) {
+		t.Fatalf("bundle for an appliance not deployed: exit %d\n%s", r.code, r.stderr)
+	}
+
 	// A dry run verifies and plans, and loads nothing.
 	r = h.must(5*time.Minute, "upgrade", "--bundle", "v2.outpost", "--pubkey", "vendor.pub", "--dry-run")
 	for _, want := range []string{"rotate   api", "keep     store", "dry run: nothing was changed"} {
