@@ -345,7 +345,7 @@ func setupOutpost(ctx context.Context, c config, name, dir string) (*variant, fu
 	if err != nil {
 		return nil, nil, err
 	}
-	daemon := exec.Command(c.outpost, "run", "-f", "v1.yml")
+	daemon := exec.Command(c.outpost, "run", "--log-level", "info", "-f", "v1.yml")
 	daemon.Env, daemon.Dir, daemon.Stdout, daemon.Stderr = env, dir, logf, logf
 	if err := daemon.Start(); err != nil {
 		logf.Close()
