@@ -5,6 +5,13 @@
 # Podman is missing and the distribution's package mirror must provide it.
 #
 #   sudo sh install.sh -f compose.yml [--name NAME] [outpost install flags]
+#   sudo sh bin/install.sh --bundle app.outpost [--pubkey vendor.pub]
+#
+# From a bundle (install.sh and the binary taken out of it with
+# `outpost bundle extract --what outpost,installer` or `zstd -dc | tar -x bin/`),
+# `outpost install --bundle` verifies the whole bundle before changing
+# anything and loads its images; without -f or --bundle, the one *.outpost
+# file beside this script (or in its parent directory) is used.
 #
 # It detects the architecture, verifies the binary against its .sha256 file,
 # installs Podman from the distribution when it is missing (apt on
@@ -79,6 +86,30 @@ uses_existing_socket() {
 	return 1
 }
 
+# names_definition is true when the arguments say what to install.
+names_definition() {
+	for a in "$@"; do
+		case "$a" in
+		-f | --file | --file=* | --bundle | --bundle=*) return 0 ;;
+		esac
+	done
+	return 1
+}
+
+# find_bundle prints the single *.outpost file in the script's directory
+# or its parent, or nothing.
+find_bundle() {
+	found=""
+	n=0
+	for c in "$1"/*.outpost "$1"/../*.outpost; do
+		[ -f "$c" ] || continue
+		n=$((n + 1))
+		found=$c
+	done
+	[ "$n" -eq 1 ] && echo "$found"
+	return 0
+}
+
 distro_family() {
 	id=""
 	like=""
@@ -132,6 +163,13 @@ main() {
 		log "using an existing Podman socket: not checking this host's Podman"
 	else
 		ensure_podman
+	fi
+	if ! names_definition "$@"; then
+		b=$(find_bundle "$dir")
+		if [ -n "$b" ]; then
+			log "using the bundle $b"
+			set -- --bundle "$b" "$@"
+		fi
 	fi
 	log "running: outpost install $*"
 	exec "$bin" install "$@"

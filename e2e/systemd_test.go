@@ -6,11 +6,12 @@
 // rootful Podman container made from a debootstrap root filesystem (built
 // once and cached under /var/cache/outpost-e2e, keyed by its package list),
 // copies the binary and install.sh in, and installs a three-service
-// appliance with install.sh. Podman cannot run nested in that container
-// (cgroup mounts), so the installed daemon uses the host's rootless Podman
-// of the test user through a socket mounted into the container
-// (`install --container-host`): the containers run on the host, the unit,
-// its user, its files and its daemon in the container.
+// appliance with install.sh, then the same from a signed bundle. The
+// installed daemon uses the host's rootless Podman of the test user through
+// a socket mounted into the container (`install --container-host`): the
+// containers run on the host, the unit, its user, its files and its daemon
+// in the container, which has no network. Rootless Podman nested in it
+// needs --privileged and more; docs/operations.md says what was measured.
 //
 // Environment: OUTPOST_BIN (binary under test), OUTPOST_INSTALL_SH,
 // OUTPOST_TEST_USER (the host user whose Podman runs the containers).
@@ -60,8 +61,8 @@ const (
 var sdPackages = []string{"systemd", "systemd-sysv", "dbus", "procps"}
 
 // sdComposeTmpl is the installed appliance: store (slow to become ready,
-// with a volume) ← api (gets a generated secret) ← web. APP and IMAGE are
-// replaced by sdCompose.
+// with a volume) ← seed (an install job) ← api (gets a generated secret) ←
+// web. APP and IMAGE are replaced by sdCompose.
 const sdComposeTmpl = `name: APP
 x-outpost:
   name: APP
@@ -71,6 +72,14 @@ x-outpost:
   services:
     store: {role: stateful}
     api: {secrets: [api-token]}
+  jobs:
+    seed:
+      service: api
+      command: ["job", "seeding", "the", "store"]
+      after: [store]
+      before: [api]
+      when: install
+      timeout: 2m
 services:
   store:
     image: IMAGE
@@ -169,6 +178,9 @@ func TestSystemdInstall(t *testing.T) {
 
 	_ = exec.Command("podman", "rm", "-f", "-t", "0", sdContainer).Run()
 	sdRun(t, "podman", "run", "-d", "--name", sdContainer, "--systemd=always",
+		// No network: everything install needs is in the mounted
+		// directory, and Podman is reached through a Unix socket.
+		"--network=none",
 		// This host's hard limits are below Podman's defaults.
 		"--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768",
 		"-v", filepath.Dir(e.sock)+":"+filepath.Dir(sdSockInside),
@@ -285,6 +297,15 @@ func TestSystemdInstall(t *testing.T) {
 		t.Errorf("api's environment lacks API_TOKEN=<the generated secret>")
 	}
 
+	// 4b. The install job ran once, between store and api.
+	if n := sdCount(evs, "seed", "job-exited"); n != 1 {
+		t.Errorf("install job ran %d times on the first start, want 1", n)
+	}
+	if sdLastEvent(t, evs, "job-exited", []string{"seed"}).Before(sdLastEvent(t, evs, "healthy", []string{"store"})) ||
+		sdLastEvent(t, evs, "started", []string{"api"}).Before(sdLastEvent(t, evs, "job-exited", []string{"seed"})) {
+		t.Errorf("order: want store healthy < seed done < api started")
+	}
+
 	// 5. A killed daemon is restarted by systemd and the appliance is healthy again.
 	oldPID := props["MainPID"]
 	e.mustExec("kill", "-9", oldPID)
@@ -300,6 +321,10 @@ func TestSystemdInstall(t *testing.T) {
 	})
 	if st := e.serviceStatus(); !sdAllHealthy(st) {
 		t.Errorf("after the restart: %+v", st)
+	}
+
+	if n := sdCount(e.events(), "seed", "job-exited"); n != 1 {
+		t.Errorf("install job ran %d times after the daemon's restart, want 1", n)
 	}
 
 	// 6. Re-running install.sh changes nothing: same daemon, same secret.
@@ -403,6 +428,13 @@ func TestSystemdInstall(t *testing.T) {
 	if env := e.remotePodman("inspect", sdApp+"-api", "--format", "{{range .Config.Env}}{{println .}}{{end}}"); !strings.Contains(env, "API_TOKEN="+secret+"\n") {
 		t.Error("after reinstall, api does not get the same secret")
 	}
+	if n := sdCount(e.events(), "seed", "job-exited"); n != 1 {
+		t.Errorf("install job ran %d times after uninstall and reinstall, want 1", n)
+	}
+	// The secret's value is nowhere in the state database (nor its WAL).
+	if out, err := e.exec("sh", "-c", "grep -c -F -e '"+secret+"' /var/lib/outpost/"+sdApp+"/outpost.db* || true"); err != nil || strings.Contains(out, ":1") || strings.TrimSpace(out) == "1" {
+		t.Errorf("the secret's value is in the state database: %s %v", out, err)
+	}
 
 	// 10. --purge refuses without a typed confirmation, then deletes everything.
 	if out, err := e.exec("sh", "-c", "outpost uninstall --purge --name "+sdApp+" </dev/null"); err == nil || !strings.Contains(out, "--yes-delete-data="+sdApp) {
@@ -424,7 +456,147 @@ func TestSystemdInstall(t *testing.T) {
 	if _, err := e.exec("test", "-e", "/var/lib/outpost/"+sdApp); err == nil {
 		t.Error("state dir still exists after purge")
 	}
+
+	// 11. From a signed bundle, with no network: a tampered copy is
+	// refused with nothing installed; the genuine one is installed by the
+	// install.sh and binary extracted from it, its image loaded into the
+	// (empty of it) storage.
+	e.bundleInstall(dist)
 	t.Logf("total %s", time.Since(start).Round(time.Second))
+}
+
+// bundleInstall builds a bundle on the host of an image the storage then
+// loses, and installs it in the container.
+func (e *sdEnv) bundleInstall(dist string) {
+	t := e.t
+	bundleTag := "localhost/outpost-svc-e2e-bundle:" + strconv.Itoa(os.Getpid())
+	ctxDir := filepath.Join(dist, "imgctx")
+	if err := os.MkdirAll(ctxDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A label of its own gives the image an ID nothing else has.
+	if err := os.WriteFile(filepath.Join(ctxDir, "Containerfile"), []byte("FROM "+sdImageTag+"\nLABEL io.outpost.e2e.bundle="+bundleTag+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.remotePodman("build", "-t", bundleTag, ctxDir)
+	t.Cleanup(func() {
+		_ = exec.Command("podman", "--remote", "--url", "unix://"+e.sock, "rmi", "-f", bundleTag).Run()
+	})
+	imageID := e.remotePodman("image", "inspect", bundleTag, "--format", "{{.Id}}")
+	compose := filepath.Join(dist, "bundle-src", "compose.yml")
+	if err := os.MkdirAll(filepath.Dir(compose), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(compose, []byte(strings.ReplaceAll(sdCompose(), sdImageTag, bundleTag)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	keys := filepath.Join(dist, "vendor")
+	for _, args := range [][]string{
+		{"bundle", "keygen", "-o", keys},
+		{"bundle", "build", "-q", "-f", compose, "-o", filepath.Join(dist, "app.outpost"), "--sign-key", keys + ".key",
+			"--outpost-bin", filepath.Join(dist, "outpost"), "--install-script", filepath.Join(dist, "install.sh")},
+		{"bundle", "extract", filepath.Join(dist, "app.outpost"), "--pubkey", keys + ".pub", "-o", filepath.Join(dist, "extracted"), "--what", "outpost,installer"},
+	} {
+		if out, err := e.hostOutpost(args...); err != nil {
+			t.Fatalf("outpost %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	e.remotePodman("rmi", bundleTag)
+	if _, err := exec.Command("podman", "--remote", "--url", "unix://"+e.sock, "image", "exists", imageID).CombinedOutput(); err == nil {
+		t.Fatalf("image %s still present before the bundle install", imageID)
+	}
+	data, err := os.ReadFile(filepath.Join(dist, "app.outpost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte(nil), data...)
+	bad[len(bad)/2] ^= 0x55
+	if err := os.WriteFile(filepath.Join(dist, "tampered.outpost"), bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dist, filepath.Join(dist, "extracted"), filepath.Join(dist, "extracted", "bin")} {
+		_ = os.Chmod(p, 0o755)
+	}
+	installSh := "/opt/outpost-dist/extracted/bin/install.sh"
+	args := func(bundle string) []string {
+		return []string{"sh", installSh, "--bundle", "/opt/outpost-dist/" + bundle, "--pubkey", "/opt/outpost-dist/vendor.pub", "--container-host", e.containerH}
+	}
+
+	out, err := e.exec(args("tampered.outpost")...)
+	if err == nil || !strings.Contains(out, "nothing was installed") {
+		t.Fatalf("tampered bundle: err %v\n%s", err, out)
+	}
+	t.Logf("tampered bundle refused:\n%s", out)
+	if p, _ := e.show("LoadState"); p["LoadState"] != "not-found" {
+		t.Errorf("a refused bundle left a unit: %v", p)
+	}
+	if _, err := e.exec("id", sdUser); err == nil {
+		t.Error("a refused bundle created the service user")
+	}
+	for _, d := range []string{"/etc/outpost/" + sdApp, "/var/lib/outpost/" + sdApp} {
+		if _, err := e.exec("test", "-e", d); err == nil {
+			t.Errorf("a refused bundle created %s", d)
+		}
+	}
+	if _, err := exec.Command("podman", "--remote", "--url", "unix://"+e.sock, "image", "exists", imageID).CombinedOutput(); err == nil {
+		t.Error("a refused bundle loaded its image")
+	}
+
+	out, err = e.exec(args("app.outpost")...)
+	if err != nil || !strings.Contains(out, "verified /opt/outpost-dist/extracted/bin/outpost") || !strings.Contains(out, "is installed and healthy") || !strings.Contains(out, "1 loaded") {
+		t.Fatalf("bundle install (err %v):\n%s", err, out)
+	}
+	t.Logf("bundle install:\n%s", out)
+	if got := e.remotePodman("image", "inspect", bundleTag, "--format", "{{.Id}}"); got != imageID {
+		t.Errorf("loaded image %s, want %s", got, imageID)
+	}
+	want, _ := os.ReadFile(compose)
+	if got := e.mustExec("cat", "/etc/outpost/"+sdApp+"/compose.yml"); got != string(want) {
+		t.Errorf("installed definition differs from the bundle's Compose file:\n%s", got)
+	}
+	e.mustExec("test", "-s", "/etc/outpost/"+sdApp+"/bundle-keys/"+strings.ReplaceAll(e.keyID(keys+".pub"), ":", "-")+".pub")
+	if st := e.serviceStatus(); !sdAllHealthy(st) {
+		t.Errorf("after the bundle install: %+v", st)
+	}
+	if img := e.remotePodman("inspect", sdApp+"-api", "--format", "{{.Image}}"); img != imageID {
+		t.Errorf("api runs image %s, want the bundle's %s", img, imageID)
+	}
+	if n := sdCount(e.events(), "seed", "job-exited"); n != 1 {
+		t.Errorf("install job ran %d times on the bundle install, want 1", n)
+	}
+	// Installing the same bundle again changes nothing and loads nothing.
+	out, err = e.exec(args("app.outpost")...)
+	if err != nil || !strings.Contains(out, "nothing changed") || !strings.Contains(out, "1 already present") {
+		t.Errorf("second bundle install (err %v):\n%s", err, out)
+	}
+	e.mustExec("outpost", "uninstall", "--name", sdApp, "--purge", "--yes-delete-data="+sdApp)
+}
+
+// keyID is the ID of a public key file, as `outpost bundle inspect` names it.
+func (e *sdEnv) keyID(pub string) string {
+	e.t.Helper()
+	out, err := e.hostOutpost("bundle", "verify", "--json", "-q", filepath.Join(filepath.Dir(pub), "app.outpost"), "--pubkey", pub)
+	if err != nil {
+		e.t.Fatalf("bundle verify: %v\n%s", err, out)
+	}
+	var v struct {
+		KeyID string `json:"key_id"`
+	}
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &v); err != nil || v.KeyID == "" {
+		e.t.Fatalf("bundle verify --json: %v\n%s", err, out)
+	}
+	return v.KeyID
+}
+
+// sdCount counts the events of a kind for a service or job.
+func sdCount(evs []sdEvent, who, kind string) int {
+	n := 0
+	for _, ev := range evs {
+		if ev.Service == who && ev.Kind == kind {
+			n++
+		}
+	}
+	return n
 }
 
 // exec runs a command in the systemd container and returns its combined

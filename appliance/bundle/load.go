@@ -540,7 +540,7 @@ func open(path string, trust *Trust, p Progress, log *slog.Logger) (*session, er
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &session{path: path, progress: p, log: log, start: time.Now()}
-	f, err := os.Open(path)
+	f, err := openFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("opening bundle: %w", err)
 	}
@@ -559,6 +559,17 @@ func open(path string, trust *Trust, p Progress, log *slog.Logger) (*session, er
 	}
 	s.br, s.m = br, br.Manifest()
 	return s, nil
+}
+
+// Stdin is the path that names standard input: a bundle piped in (as
+// install hands one to the service user, who may not open the file).
+const Stdin = "-"
+
+func openFile(path string) (*os.File, error) {
+	if path == Stdin {
+		return os.Stdin, nil
+	}
+	return os.Open(path)
 }
 
 func (s *session) close() {

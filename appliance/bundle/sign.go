@@ -84,6 +84,19 @@ func (t *Trust) IDs() []string {
 	return ids
 }
 
+// Key returns the trusted key whose ID is id.
+func (t *Trust) Key(id string) (ed25519.PublicKey, bool) {
+	if t == nil {
+		return nil, false
+	}
+	for _, k := range t.keys {
+		if KeyID(k) == id {
+			return k, true
+		}
+	}
+	return nil, false
+}
+
 // Verify checks that sigData is a valid signature of manifest by a trusted
 // key and returns that key's ID. The message says which key signed and
 // which keys are trusted, so a wrong --pubkey is easy to tell from a

@@ -366,7 +366,7 @@ first. An image is imported only after all of its bytes matched the signed
 manifest (by default as soon as they have, overlapping the import with
 reading the rest; with --verify-first only once the whole bundle has
 verified). Any failure removes what this load imported: the host is left as
-it was.`,
+it was. FILE - reads the bundle from standard input.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()

@@ -55,6 +55,8 @@ type installOptions struct {
 	user          string
 	containerHost string
 	images        []string
+	bundle        string
+	trust         trustFlags
 	binary        string
 	skipChecks    bool
 	timeout       time.Duration
@@ -77,6 +79,13 @@ as /usr/local/bin/outpost, writes the unit outpost-<name>.service from
 systemd/outpost.service.tmpl, enables and starts it — systemd reports it
 started only once every service is healthy — and prints the status.
 
+With --bundle FILE the signed bundle is verified in full (signature, every
+entry's checksum) before anything changes; its images are loaded into the
+service user's storage (present ones skipped) and its Compose and env files
+become the installed definition (-f files merge after them, --env-file
+replaces its env files). Trusted keys: --pubkey, else
+$OUTPOST_BUNDLE_PUBKEY, else /etc/outpost/bundle-keys/*.pub.
+
 Running it again changes nothing, or only what changed: a new definition is
 applied through the running daemon (only changed services are recreated), a
 new unit restarts the service. Without -f and without a compose.yaml in the
@@ -91,6 +100,8 @@ working directory, the embedded demo appliance is installed.`,
 	f.StringVar(&o.user, "user", "", "service user (default outpost-<name>; created when missing)")
 	f.StringVar(&o.containerHost, "container-host", "", "use an existing Podman socket (e.g. unix:///run/podman/podman.sock) instead of the service user's own rootless Podman")
 	f.StringArrayVar(&o.images, "image-archive", nil, "image archive (podman save / docker save) to load into the service user's storage first (repeatable)")
+	f.StringVar(&o.bundle, "bundle", "", "install from this signed bundle: verify all of it first, load its images into the service user's storage, install its Compose files (-f files merge after them)")
+	o.trust.register(cmd)
 	f.StringVar(&o.binary, "binary", "", "outpost binary to install as "+service.DefaultBinary+" (default: this one)")
 	f.BoolVar(&o.skipChecks, "skip-checks", false, "install even when `outpost doctor` reports failures")
 	f.DurationVar(&o.timeout, "timeout", 0, "give up waiting for the service to become healthy after this long (default: the unit's start timeout)")
@@ -110,6 +121,18 @@ func (g *globals) install(ctx context.Context, o installOptions) error {
 		return err
 	}
 	say := func(format string, a ...any) { fmt.Fprintf(g.streams.Err, "install: "+format+"\n", a...) }
+
+	var bnd *installBundle
+	if o.bundle != "" {
+		b, err := openInstallBundle(ctx, g, &o)
+		if err != nil {
+			return err
+		}
+		defer b.cleanup()
+		bnd = b
+	} else if len(o.trust.pubkeys) > 0 {
+		return errors.New("--pubkey needs --bundle")
+	}
 
 	l, err := o.def.load(ctx, g)
 	if err != nil {
@@ -211,6 +234,16 @@ func (g *globals) install(ctx context.Context, o installOptions) error {
 		err = helper(f, "service", "load-image")
 		f.Close()
 		if err != nil {
+			return err
+		}
+	}
+	if bnd != nil {
+		keyFile, err := bnd.keyFile(lay, acct.GID)
+		if err != nil {
+			return err
+		}
+		say("loading the bundle's images into %s's image storage (present ones are skipped)", acct.Name)
+		if err := bnd.loadImages(helper, keyFile); err != nil {
 			return err
 		}
 	}
