@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -187,4 +188,67 @@ func TestFailingInstallJobFailsDaemonStart(t *testing.T) {
 	if countEvents(h.events("--name", "instjobs"), "seed", "install-job-done") != 0 {
 		t.Fatal("a failed install job was recorded as done")
 	}
+}
+
+// TestSecretSurvivesRollbackAndRestore: revisions and snapshots record
+// markers, not values; a rollback and a restore put the value back into
+// the containers they recreate, and the database never gets it.
+func TestSecretSurvivesRollbackAndRestore(t *testing.T) {
+	h := newHarness(t)
+	h.must(10*time.Minute, "demo-image")
+	cleanupAppliance(h, "instjobs")
+	v1 := h.write("compose.yml", installJobsCompose)
+	v2 := h.write("compose.v2.yml", strings.Replace(installJobsCompose, "STORE_URL: http://db:7000", "STORE_URL: http://db:7000\n      RELEASE: \"2\"", 1))
+	h.must(5*time.Minute, "up", "-f", v1)
+	secret, err := os.ReadFile(filepath.Join(h.stateDir, "secrets", "instjobs", "api-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "API_TOKEN=" + string(bytes.TrimSpace(secret)) + "\n"
+	apiEnv := func(step string) {
+		t.Helper()
+		env := podman(t, "inspect", "instjobs-api", "--format", "{{range .Config.Env}}{{println .}}{{end}}")
+		if !strings.Contains(env+"\n", want) {
+			t.Fatalf("after %s, api's environment lacks the secret's value (API_TOKEN is %q)", step, envValue(env, "API_TOKEN"))
+		}
+	}
+	apiEnv("up")
+	h.must(5*time.Minute, "upgrade", "-f", v2, "--skip-backup")
+	apiEnv("upgrade")
+	h.must(5*time.Minute, "rollback")
+	apiEnv("rollback")
+	if envValue(podman(t, "inspect", "instjobs-api", "--format", "{{range .Config.Env}}{{println .}}{{end}}"), "RELEASE") != "" {
+		t.Fatal("rollback did not return api to revision 1")
+	}
+	r := h.must(10*time.Minute, "backup", "--json")
+	var res struct{ Path string }
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Path == "" {
+		t.Fatalf("decoding backup result: %v\n%s", err, r.stdout)
+	}
+	if def, err := os.ReadFile(filepath.Join(res.Path, "definition.json")); err != nil || bytes.Contains(def, bytes.TrimSpace(secret)) {
+		t.Fatalf("snapshot definition holds the value (or is unreadable: %v)", err)
+	}
+	h.must(3*time.Minute, "down")
+	h.must(10*time.Minute, "restore", "--stop", res.Path)
+	apiEnv("restore")
+	files, _ := filepath.Glob(filepath.Join(h.stateDir, "outpost.db*"))
+	for _, p := range files {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(data, bytes.TrimSpace(secret)) {
+			t.Fatalf("the secret's value is in %s", p)
+		}
+	}
+}
+
+// envValue returns NAME's value in `podman inspect`'s environment lines.
+func envValue(env, name string) string {
+	for _, l := range strings.Split(env, "\n") {
+		if v, ok := strings.CutPrefix(l, name+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
