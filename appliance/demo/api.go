@@ -50,7 +50,7 @@ func runAPI(ctx context.Context, env *roleEnv, _ []string) error {
 		storeURL: storeURL,
 		hostname: host,
 		greeting: env.str("GREETING", "Hello from the Outpost demo"),
-		client:   &http.Client{Timeout: storeCallTimeout},
+		client:   peerClient(storeCallTimeout),
 	}
 	srv, err := startServer(env, ":"+env.str("PORT", "8080"), a.handler())
 	if err != nil {

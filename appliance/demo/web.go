@@ -32,6 +32,7 @@ func runWeb(ctx context.Context, env *roleEnv, _ []string) error {
 	}
 
 	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.Transport = peerClient(0).Transport
 	proxy.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, err error) {
 		writeJSON(w, http.StatusBadGateway, map[string]string{"error": "api unreachable: " + err.Error()})
 	}

@@ -32,7 +32,7 @@ func runWorker(ctx context.Context, env *roleEnv, _ []string) error {
 	if err := removeMarkers(heartbeat, readyFile); err != nil {
 		return err
 	}
-	client := &http.Client{Timeout: max(interval, time.Second)}
+	client := peerClient(max(interval, time.Second))
 	env.log.Info("worker started", "api_url", apiURL, "interval", interval)
 
 	ticker := time.NewTicker(interval)

@@ -131,7 +131,7 @@ func Run(ctx context.Context, opts Options) Report {
 	add(d.checkIDMapper("newgidmap"))
 	add(d.checkTun())
 	add(d.checkNetworkHelper(podman.version))
-	add(d.checkNameResolution())
+	add(d.checkNameResolution(ctx))
 	add(d.checkInit())
 	add(d.checkCgroups())
 	add(d.checkUlimits())
@@ -420,6 +420,10 @@ func (d *doctor) checkNetworkHelper(podmanVersion [3]int) Check {
 	return c
 }
 
+// aardvarkKeepsSockets is the first aardvark-dns that keeps its sockets
+// open when it reloads its configuration.
+var aardvarkKeepsSockets = [3]int{1, 11, 0}
+
 // cniDNSDirs are where CNI plugins (dnsname among them) are installed.
 var cniDNSDirs = []string{"/usr/lib/cni", "/usr/libexec/cni", "/opt/cni/bin"}
 
@@ -427,8 +431,10 @@ var cniDNSDirs = []string{"/usr/lib/cni", "/usr/libexec/cni", "/opt/cni/bin"}
 // each other by service name: netavark with aardvark-dns, or CNI with its
 // dnsname plugin. Debian installs podman's network stack only as
 // recommendations; without netavark, Podman falls back to CNI and records
-// that choice in the user's storage for good.
-func (d *doctor) checkNameResolution() Check {
+// that choice in the user's storage for good. An aardvark-dns older than
+// 1.11 works but drops lookups around every container start or removal on
+// the network, which upgrades do while the other containers serve.
+func (d *doctor) checkNameResolution(ctx context.Context) Check {
 	c := Check{Name: "container DNS"}
 	const install = "apt-get install netavark aardvark-dns (dnf install netavark aardvark-dns on Fedora/RHEL)"
 	netavark, aardvark := d.find("netavark"), d.find("aardvark-dns")
@@ -456,6 +462,16 @@ func (d *doctor) checkNameResolution() Check {
 		}
 	case netavark != "" && aardvark != "":
 		c.Status, c.Detail = StatusPass, "netavark with aardvark-dns ("+aardvark+")"
+		out, err := d.Run(ctx, aardvark, "--version")
+		if err != nil {
+			d.Logger.Debug("aardvark-dns --version failed", "error", err)
+			break
+		}
+		if v, ok := parseVersion(string(out)); ok && versionLess(v, aardvarkKeepsSockets) {
+			c.Status = StatusWarn
+			c.Detail = fmt.Sprintf("aardvark-dns %s (%s) closes and reopens its sockets whenever a container starts or stops on the network: a name lookup sent in those few milliseconds is refused or lost (fixed in aardvark-dns %s, containers/aardvark-dns#389)", fmtVersion(v), aardvark, fmtVersion(aardvarkKeepsSockets))
+			c.Fix = "services that call each other by name should retry a lookup that fails temporarily, as the demo does (docs/architecture.md); aardvark-dns " + fmtVersion(aardvarkKeepsSockets) + " or later (Debian 13) removes the cause"
+		}
 	case netavark != "":
 		c.Status, c.Detail, c.Fix = StatusFail, "netavark without aardvark-dns: containers cannot resolve each other by service name", install
 	default:

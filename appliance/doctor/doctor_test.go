@@ -76,6 +76,7 @@ func (h *host) bin(name string, mode os.FileMode) { h.file("/usr/bin/"+name, "#!
 func (h *host) healthy() *host {
 	h.bin("podman", 0o755)
 	h.commands["podman --version"] = "podman version 4.3.1\n"
+	h.commands["aardvark-dns --version"] = "aardvark-dns 1.11.0\n"
 	h.file("/etc/subuid", "other:100000:65536\nappuser:165536:65536\n", 0o644)
 	h.file("/etc/subgid", "appuser:165536:65536\n", 0o644)
 	h.bin("newuidmap", os.ModeSetuid|0o755)
@@ -387,4 +388,16 @@ func TestNameResolution(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(t, h.run(), map[string]Status{"container DNS": StatusFail}, map[string]string{"container DNS": "without aardvark-dns"})
+
+	// Debian 12's aardvark-dns resolves, but drops lookups while it
+	// reloads: a warning that says what services must do.
+	h = newHost(t).healthy()
+	h.commands["aardvark-dns --version"] = "aardvark-dns 1.4.0\n"
+	expect(t, h.run(), map[string]Status{"container DNS": StatusWarn}, map[string]string{"container DNS": "retry a lookup that fails temporarily"})
+	if c := byName(t, h.run(), "container DNS"); !strings.Contains(c.Detail, "aardvark-dns 1.4.0") {
+		t.Errorf("detail does not name the version: %s", c.Detail)
+	}
+	// A version it cannot run or read is not held against the host.
+	h.commands["aardvark-dns --version"] = "garbage\n"
+	expect(t, h.run(), map[string]Status{"container DNS": StatusPass}, nil)
 }
