@@ -110,7 +110,7 @@ func TestUpgradeFixedPortRotatesThroughDaemon(t *testing.T) {
 			code, body, err := get(client, site)
 			if err != nil || code != 200 || body != index {
 				failed.Add(1)
-				failures.Store(fmt.Sprintf("%d %v %.80s", code, err, body), true)
+				failures.Store(fmt.Sprintf("%d %v %.240s", code, err, strings.Join(strings.Fields(body), " ")), true)
 				return
 			}
 			ok.Add(1)

@@ -291,7 +291,7 @@ func TestUpgradeRotatableThroughDaemon(t *testing.T) {
 				code, body, err := httpGet(url)
 				if err != nil || code != 200 {
 					failed.Add(1)
-					failures.Store(fmt.Sprintf("%d %v %.80s", code, err, body), true)
+					failures.Store(fmt.Sprintf("%d %v %.240s", code, err, strings.Join(strings.Fields(body), " ")), true)
 				} else {
 					ok.Add(1)
 				}

@@ -16,6 +16,10 @@ import (
 // during a container start or removal"). Upgrades start and remove
 // containers while the others serve, so the demo retries a lookup that
 // failed that way, as a vendor's service should.
+//
+// "No such host" is retried too: the containers' resolv.conf lists the
+// host's nameservers after aardvark-dns, so a query aardvark-dns refused
+// goes on to the host's resolver, which does not know the peer.
 const (
 	// peerLookupAttempts bounds the dials tried when the lookup fails
 	// temporarily.
@@ -28,8 +32,9 @@ const (
 )
 
 // peerDialer dials a peer container, asking the name again when the
-// lookup failed temporarily (refused, timed out, server failure). A name
-// the server says does not exist is not retried.
+// lookup failed (refused, timed out, server failure, or not found by the
+// resolver the query fell through to). Other dial errors are returned at
+// once.
 type peerDialer struct {
 	dialer net.Dialer
 }
@@ -45,7 +50,7 @@ func (p *peerDialer) DialContext(ctx context.Context, network, addr string) (net
 			return conn, nil
 		}
 		var dnsErr *net.DNSError
-		if !errors.As(err, &dnsErr) || dnsErr.IsNotFound || attempt == peerLookupAttempts || ctx.Err() != nil {
+		if !errors.As(err, &dnsErr) || attempt == peerLookupAttempts || ctx.Err() != nil {
 			return nil, err
 		}
 		t := time.NewTimer(delay)
