@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -32,7 +33,9 @@ func TestProxyNeedsShapeContainers(t *testing.T) {
 	eng := &specEngine{fakeEngine: newFake(), specs: map[string]engine.ContainerSpec{}}
 	rt := newRuntime(t, eng)
 	app := testApp()
-	app.Services["web"].Ports = []model.Port{{HostIP: "127.0.0.1", HostPort: 18000, ContainerPort: 3000, Protocol: "tcp"}}
+	// Up checks that a fixed host port is free: take one that is.
+	fixed := freeLoopbackPort(t)
+	app.Services["web"].Ports = []model.Port{{HostIP: "127.0.0.1", HostPort: fixed, ContainerPort: 3000, Protocol: "tcp"}}
 	app.Services["aux"].ExtraHosts = []string{"app.local:10.0.0.9"}
 	app.Proxy = &model.Proxy{TLS: model.TLSInternal, CAMount: "/etc/outpost/ca.crt", CAMountServices: []string{"web"}}
 	rt.SetProxyNeeds(func(context.Context, *model.Appliance) (ProxyNeeds, error) {
@@ -48,7 +51,7 @@ func TestProxyNeedsShapeContainers(t *testing.T) {
 		t.Fatal(err)
 	}
 	a0, a1 := ports["api"][8080], ports["api"][8081]
-	if a0 < proxyPortMin || a0 > proxyPortMax || a1 < proxyPortMin || a1 > proxyPortMax || a0 == a1 || ports["web"][3000] != 18000 {
+	if a0 < proxyPortMin || a0 > proxyPortMax || a1 < proxyPortMin || a1 > proxyPortMax || a0 == a1 || ports["web"][3000] != fixed {
 		t.Fatalf("ports = %v", ports)
 	}
 	if _, err := rt.Up(ctx, app, UpOptions{}); err != nil {
@@ -59,8 +62,8 @@ func TestProxyNeedsShapeContainers(t *testing.T) {
 	if !slices.Equal(api.Ports, want) {
 		t.Errorf("api ports = %+v, want %+v", api.Ports, want)
 	}
-	if web := eng.specs["web"]; len(web.Ports) != 1 || web.Ports[0].HostPort != 18000 {
-		t.Errorf("web ports = %+v, want only its own 18000", web.Ports)
+	if web := eng.specs["web"]; len(web.Ports) != 1 || web.Ports[0].HostPort != fixed {
+		t.Errorf("web ports = %+v, want only its own %d", web.Ports, fixed)
 	}
 	for _, svc := range []string{"api", "web", "db"} {
 		if !slices.Contains(eng.specs[svc].ExtraHosts, "app.local:host-gateway") {
@@ -96,4 +99,16 @@ func TestProxyNeedsShapeContainers(t *testing.T) {
 	if len(eng.creates) != creates {
 		t.Errorf("second Up created %v", eng.creates[creates:])
 	}
+}
+
+// freeLoopbackPort returns a TCP port on 127.0.0.1 that was free a moment
+// ago.
+func freeLoopbackPort(t *testing.T) uint16 {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return uint16(ln.Addr().(*net.TCPAddr).Port)
 }
