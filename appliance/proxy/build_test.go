@@ -307,3 +307,47 @@ func TestListenRedirects(t *testing.T) {
 		}
 	}
 }
+
+// Service upstreams get Outpost's transport (Caddy's HTTP transport whose
+// idle connections Divert closes) with the vendor's transport options
+// kept; other upstreams keep Caddy's.
+func TestBuildTransport(t *testing.T) {
+	app := taleApp(&model.Proxy{
+		Service: "proxy", Caddyfile: "Caddyfile", TLS: model.TLSOff,
+		CaddyfileText: ":18082 {\n" +
+			"\treverse_proxy /a/* platform:3000 {\n\t\ttransport http {\n\t\t\tread_timeout 7s\n\t\t}\n\t}\n" +
+			"\treverse_proxy /b/* convex:3210\n" +
+			"\treverse_proxy /c/* 127.0.0.1:9000\n" +
+			"}\n",
+	})
+	cfg, err := Build(app, BuildOptions{StateDir: "/var/lib/outpost", Ports: talePorts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	validateConfig(t, cfg.JSON)
+	var doc map[string]any
+	if err := json.Unmarshal(cfg.JSON, &doc); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	walk(doc, func(h obj) {
+		if h["handler"] != "reverse_proxy" {
+			return
+		}
+		key := "static"
+		if d, ok := h["dynamic_upstreams"].(obj); ok {
+			ups := d["upstreams"].(arr)
+			key = ups[0].(obj)["service"].(string)
+		}
+		tr, _ := json.Marshal(h["transport"])
+		got[key] = string(tr)
+	})
+	want := map[string]string{
+		"platform": `{"protocol":"outpost","read_timeout":7000000000}`,
+		"convex":   `{"protocol":"outpost"}`,
+		"static":   `null`,
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("transports = %v, want %v", got, want)
+	}
+}
