@@ -344,11 +344,17 @@ func (r *Runtime) recordRevision(ctx context.Context, app *model.Appliance, imag
 	if err != nil {
 		return 0, fmt.Errorf("reading revisions: %w", err)
 	}
+	why := "first revision"
+	if active.ID != 0 {
+		why = revisionChange(active, hash, images)
+	}
 	for _, old := range revs {
 		if old.ID != active.ID && old.SpecHash == hash && sameImages(old.Images, images) {
 			if err := r.st.SetRevisionStatus(ctx, old.ID, store.RevisionApplying); err != nil {
+				r.log.Info("recording a new revision instead of reapplying one", "appliance", app.Name, "revision", old.ID, "status", old.Status, "err", err)
 				break // e.g. an applying revision of a crashed run: record a new one
 			}
+			r.log.Info("reapplying a recorded revision", "appliance", app.Name, "revision", old.ID, "active", active.ID, "change", why)
 			return old.ID, nil
 		}
 	}
@@ -359,7 +365,43 @@ func (r *Runtime) recordRevision(ctx context.Context, app *model.Appliance, imag
 	if err != nil {
 		return 0, fmt.Errorf("recording revision: %w", err)
 	}
+	r.log.Info("recorded revision", "appliance", app.Name, "revision", id, "active", active.ID, "change", why)
 	return id, nil
+}
+
+// revisionChange says what differs between the active revision and a
+// definition about to be applied, for the log.
+func revisionChange(active store.Revision, hash string, images map[string]string) string {
+	var out []string
+	if active.SpecHash != hash {
+		out = append(out, "definition "+short(active.SpecHash)+" → "+short(hash))
+	}
+	for _, svc := range sortedKeys(images) {
+		if old := active.Images[svc]; old != images[svc] {
+			out = append(out, fmt.Sprintf("%s image %s → %s", svc, short(old), short(images[svc])))
+		}
+	}
+	for _, svc := range sortedKeys(active.Images) {
+		if _, ok := images[svc]; !ok {
+			out = append(out, svc+" image dropped")
+		}
+	}
+	if len(out) == 0 {
+		return "none (status " + string(active.Status) + ")"
+	}
+	return strings.Join(out, "; ")
+}
+
+// short abbreviates a hash or image ID for the log.
+func short(s string) string {
+	s = strings.TrimPrefix(s, "sha256:")
+	if len(s) > 12 {
+		return s[:12]
+	}
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 func sameImages(a, b map[string]string) bool {
