@@ -458,14 +458,6 @@ func (d *doc) rewriteUpstreams(ports map[string]map[uint16]uint16) ([]Target, er
 		}
 		delete(h, "upstreams")
 		h["dynamic_upstreams"] = obj{"source": "outpost", "upstreams": out}
-		// Caddy's HTTP transport, as Outpost's wrapper whose idle
-		// connections Divert can close; another transport stays.
-		switch tr, _ := h["transport"].(obj); {
-		case tr == nil:
-			h["transport"] = obj{"protocol": "outpost"}
-		case tr["protocol"] == "http":
-			tr["protocol"] = "outpost"
-		}
 		lb := child(h, "load_balancing")
 		if _, ok := lb["try_duration"]; !ok {
 			lb["try_duration"] = TryDuration.String()

@@ -26,9 +26,7 @@ func init() {
 // Divert sends the requests for service's container ports to the given
 // loopback host ports (container port → host port) from the next request
 // on, without reloading Caddy; nil ports end the diversion. Requests
-// already sent to the previous address finish there; idle connections to
-// upstreams are closed, so the container left behind can shut down at
-// once. Services of another
+// already sent to the previous address finish there. Services of another
 // appliance are ignored once the proxy serves one.
 func (p *Proxy) Divert(appliance, service string, ports map[uint16]uint16) {
 	p.mu.Lock()
@@ -50,10 +48,7 @@ func (p *Proxy) Divert(appliance, service string, ports map[uint16]uint16) {
 		next[service] = m
 	}
 	diversions.set.Store(&next)
-	// Unused pooled connections would hold up the graceful shutdown of
-	// the container traffic just left (see Transport).
-	closed := closeIdleUpstreamConns()
-	p.log.Info("proxy upstream diverted", "appliance", appliance, "service", service, "ports", ports, "transports_idle_closed", closed)
+	p.log.Info("proxy upstream diverted", "appliance", appliance, "service", service, "ports", ports)
 }
 
 // diverted returns the dial address of a diverted target, if any.

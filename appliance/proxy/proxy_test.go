@@ -13,7 +13,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -262,84 +261,4 @@ func TestApplyPrivilegedPort(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), ":443, :80") || !strings.Contains(err.Error(), "CAP_NET_BIND_SERVICE") {
 		t.Fatalf("err = %v", err)
 	}
-}
-
-// Moving a service's traffic (Divert, both ways) closes the proxy's idle
-// connections to upstreams, so the container left behind sees none that
-// would hold up its graceful shutdown; without a move they stay pooled.
-func TestDivertClosesIdleUpstreamConns(t *testing.T) {
-	var mu sync.Mutex
-	open := map[net.Conn]http.ConnState{}
-	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, "platform")
-	}))
-	backend.Config.ConnState = func(c net.Conn, s http.ConnState) {
-		mu.Lock()
-		defer mu.Unlock()
-		if s == http.StateClosed || s == http.StateHijacked {
-			delete(open, c)
-		} else {
-			open[c] = s
-		}
-	}
-	backend.Start()
-	defer backend.Close()
-	openConns := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(open)
-	}
-
-	sitePort := freePort(t)
-	app := taleApp(&model.Proxy{
-		TLS:    model.TLSOff,
-		Sites:  []string{fmt.Sprintf(":%d", sitePort)},
-		Routes: []model.Route{{Upstream: "platform:3000"}},
-	})
-	p := New(Options{StateDir: t.TempDir(), Log: newTextLogger(io.Discard)})
-	port := backendPort(t, backend)
-	if _, err := p.Apply(context.Background(), app, map[string]map[uint16]uint16{"platform": {3000: port}}, map[string]bool{"platform": true}); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop()
-	url := fmt.Sprintf("http://127.0.0.1:%d/", sitePort)
-	load := func() {
-		t.Helper()
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if code, body, err := plainGet(url); err != nil || code != 200 || body != "platform" {
-					t.Errorf("GET = %d %q %v", code, body, err)
-				}
-			}()
-		}
-		wg.Wait()
-	}
-	waitConns := func(what string, cond func(int) bool) {
-		t.Helper()
-		deadline := time.Now().Add(2 * time.Second)
-		for !cond(openConns()) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d connections open to the upstream", what, openConns())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-
-	load()
-	waitConns("after load", func(n int) bool { return n > 0 })
-	time.Sleep(300 * time.Millisecond)
-	if openConns() == 0 {
-		t.Fatal("the proxy keeps no idle connection: nothing to test")
-	}
-	// Away to a copy (here the same backend, as a second address) ...
-	p.Divert("tale", "platform", map[uint16]uint16{3000: port})
-	waitConns("after diverting", func(n int) bool { return n == 0 })
-	load()
-	waitConns("after load on the copy", func(n int) bool { return n > 0 })
-	// ... and back.
-	p.Divert("tale", "platform", nil)
-	waitConns("after moving back", func(n int) bool { return n == 0 })
 }
