@@ -12,8 +12,8 @@ import (
 // network's DNS server. On Podman with aardvark-dns before 1.11 (Debian 12
 // ships 1.4) that server closes and reopens its sockets whenever a
 // container joins or leaves the network, so a query sent in those few
-// milliseconds is refused or lost (docs/architecture.md, "container DNS
-// during a container start or removal"). Upgrades start and remove
+// milliseconds is refused or lost (docs/architecture.md, "Working around
+// the Podman of Debian 12"). Upgrades start and remove
 // containers while the others serve, so the demo retries a lookup that
 // failed that way, as a vendor's service should.
 //
@@ -21,8 +21,7 @@ import (
 // host's nameservers after aardvark-dns, so a query aardvark-dns refused
 // goes on to the host's resolver, which does not know the peer.
 const (
-	// peerLookupAttempts bounds the dials tried when the lookup fails
-	// temporarily.
+	// peerLookupAttempts bounds the dials tried when the lookup fails.
 	peerLookupAttempts = 4
 	// peerAttemptTimeout bounds one dial, lookup included: a query the
 	// server lost is asked again after this, not after the resolver's 5 s.
@@ -39,7 +38,8 @@ type peerDialer struct {
 	dialer net.Dialer
 }
 
-// DialContext implements the dial function of http.Transport.
+// DialContext implements the dial function of http.Transport. Each
+// attempt is bounded by peerAttemptTimeout through its context.
 func (p *peerDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	delay := peerRetryDelay
 	for attempt := 1; ; attempt++ {
@@ -68,6 +68,6 @@ func (p *peerDialer) DialContext(ctx context.Context, network, addr string) (net
 func peerClient(timeout time.Duration) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
-	tr.DialContext = (&peerDialer{dialer: net.Dialer{Timeout: peerAttemptTimeout, KeepAlive: 30 * time.Second}}).DialContext
+	tr.DialContext = (&peerDialer{dialer: net.Dialer{KeepAlive: 30 * time.Second}}).DialContext
 	return &http.Client{Timeout: timeout, Transport: tr}
 }

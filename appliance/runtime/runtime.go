@@ -344,7 +344,7 @@ func (r *Runtime) recordRevision(ctx context.Context, app *model.Appliance, imag
 	if err != nil {
 		return 0, fmt.Errorf("reading revisions: %w", err)
 	}
-	why := "first revision"
+	why := "no active revision"
 	if active.ID != 0 {
 		why = revisionChange(active, hash, images)
 	}
