@@ -38,6 +38,11 @@ type Daemon struct {
 	done    chan struct{}
 	started time.Time
 
+	// starting is closed when the daemon's own start of the appliance has
+	// ended; startErr is its error. Upgrades wait for it (waitStarted).
+	starting chan struct{}
+	startErr error
+
 	appMu sync.Mutex // guards app; never held across an operation
 	// app is the definition being applied or supervised.
 	app *model.Appliance
@@ -67,7 +72,7 @@ func notify(state string) {
 // directory's socket, and on ctx end stops the appliance gracefully in
 // reverse dependency order (containers are kept for the next start).
 func Run(ctx context.Context, env *Env, app *model.Appliance, opts RunOptions) error {
-	d := &Daemon{env: env, started: time.Now(), proxy: proxy.New(proxy.Options{StateDir: env.Paths.StateDir, Log: env.Log})}
+	d := &Daemon{env: env, started: time.Now(), starting: make(chan struct{}), proxy: proxy.New(proxy.Options{StateDir: env.Paths.StateDir, Log: env.Log})}
 	// The proxy stops last, after the appliance (below).
 	defer func() {
 		if err := d.proxy.Stop(); err != nil {
@@ -129,6 +134,7 @@ func Run(ctx context.Context, env *Env, app *model.Appliance, opts RunOptions) e
 		}()
 		res, err := d.apply(ctx, app, runtime.UpOptions{Timeout: opts.UpTimeout, Progress: progress})
 		stopTick()
+		d.endStart(err)
 		if err != nil {
 			notify("STATUS=start failed: " + firstLine(err.Error()))
 			return fmt.Errorf("starting appliance %s: %w", app.Name, err)
@@ -136,6 +142,7 @@ func Run(ctx context.Context, env *Env, app *model.Appliance, opts RunOptions) e
 		env.Log.Info("appliance healthy", "appliance", app.Name, "revision", res.Revision, "duration", res.Duration.Round(time.Millisecond))
 		notify(fmt.Sprintf("STATUS=%s healthy (revision %d)", app.Name, res.Revision))
 	} else {
+		d.endStart(nil)
 		notify("STATUS=no appliance deployed; waiting for `outpost up`")
 	}
 	notify("READY=1")
@@ -157,6 +164,38 @@ func Run(ctx context.Context, env *Env, app *model.Appliance, opts RunOptions) e
 		if err := env.Runtime.Stop(context.Background(), app, runtime.StopOptions{Progress: progress}); err != nil {
 			return fmt.Errorf("stopping appliance %s: %w", app.Name, err)
 		}
+	}
+	return nil
+}
+
+// endStart records that the daemon's own start of the appliance ended,
+// with err when it failed.
+func (d *Daemon) endStart(err error) {
+	d.startErr = err
+	close(d.starting)
+}
+
+// waitStarted returns once the daemon's own start of the appliance has
+// ended, telling progress that it waits; an error when that start failed
+// (the daemon is then exiting) or ctx ended first. An upgrade asked for
+// while the daemon still brings the appliance up (right after a restart,
+// say) thus runs after it, rather than being refused as a concurrent
+// operation.
+func (d *Daemon) waitStarted(ctx context.Context, progress runtime.ProgressFunc) error {
+	select {
+	case <-d.starting:
+	default:
+		if progress != nil {
+			progress("", "the outpost daemon is still starting the appliance; waiting for that to finish first")
+		}
+		select {
+		case <-d.starting:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the outpost daemon to finish starting the appliance: %w", ctx.Err())
+		}
+	}
+	if d.startErr != nil {
+		return fmt.Errorf("the outpost daemon failed to start the appliance and is exiting (see its log): %w", d.startErr)
 	}
 	return nil
 }

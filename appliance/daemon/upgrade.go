@@ -139,11 +139,16 @@ func (d *Daemon) handleUpgrade(w http.ResponseWriter, r *http.Request) {
 			f.Flush()
 		}
 	}
-	// The operation must not die with the client.
+	progress := func(svc, msg string) { send(UpgradeLine{Service: svc, Message: msg}) }
+	// Waiting for the daemon's start ends with the client: nothing has
+	// been done yet.
+	if err := d.waitStarted(r.Context(), progress); err != nil {
+		send(UpgradeLine{Error: err.Error()})
+		return
+	}
+	// The operation itself must not die with the client.
 	ctx := context.WithoutCancel(r.Context())
-	res, err := d.upgradeOrRollback(ctx, r.URL.Path == "/v1/rollback", req, func(svc, msg string) {
-		send(UpgradeLine{Service: svc, Message: msg})
-	})
+	res, err := d.upgradeOrRollback(ctx, r.URL.Path == "/v1/rollback", req, progress)
 	if err != nil {
 		send(UpgradeLine{Error: err.Error()})
 		return
