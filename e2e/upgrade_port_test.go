@@ -51,6 +51,26 @@ func TestUpgradeFixedPortRotatesThroughDaemon(t *testing.T) {
 	cleanupAppliance(h, name)
 
 	d := h.daemon("-f", f1)
+	// An upgrade asked for while the daemon still starts the appliance
+	// waits for that start, then runs (here: the plan of a dry run).
+	eventually(t, time.Minute, "the daemon's control socket", func() error {
+		if d.exited() {
+			t.Fatalf("daemon exited:\n%s", h.logs())
+		}
+		_, err := os.Stat(filepath.Join(h.runtimeDir, "outpost.sock"))
+		return err
+	})
+	r := h.must(5*time.Minute, "upgrade", "-f", f2, "--dry-run")
+	if !strings.Contains(r.stderr, "the outpost daemon is still starting the appliance; waiting") {
+		t.Errorf("a dry run sent during the daemon's start does not say it waits for it:\n%s", r.stderr)
+	}
+	gap := fmt.Sprintf("host port %d is unavailable for ~", webPort)
+	for _, want := range []string{"rotate   web", gap, "while web is replaced; traffic through the proxy is not interrupted", "keep     api"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("plan lacks %q:\n%s", want, r.stdout)
+		}
+	}
+
 	var client *http.Client
 	site := fmt.Sprintf("https://localhost:%d/", httpsPort)
 	var index string
@@ -75,14 +95,6 @@ func TestUpgradeFixedPortRotatesThroughDaemon(t *testing.T) {
 	direct := fmt.Sprintf("http://127.0.0.1:%d/", webPort)
 	if code, body, err := httpGet(direct); err != nil || code != 200 || body != index {
 		t.Fatalf("the fixed port %d answers %d %v %.200s", webPort, code, err, body)
-	}
-
-	r := h.must(2*time.Minute, "upgrade", "-f", f2, "--dry-run")
-	gap := fmt.Sprintf("host port %d is unavailable for ~", webPort)
-	for _, want := range []string{"rotate   web", gap, "while web is replaced; traffic through the proxy is not interrupted", "keep     api"} {
-		if !strings.Contains(r.stdout, want) {
-			t.Errorf("plan lacks %q:\n%s", want, r.stdout)
-		}
 	}
 
 	// Load through the proxy, and a probe of the fixed port, during the upgrade.
