@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	assets "github.com/outpostdev/outpost/embed"
 )
 
 var bin string
@@ -65,6 +67,24 @@ func (h *harness) env() []string {
 type result struct {
 	stdout, stderr string
 	code           int
+}
+
+// demoDefinition returns the embedded demo's Compose file with each old →
+// new pair replaced; an old string it lacks fails the test, since the demo
+// then changed shape under the test.
+func demoDefinition(t *testing.T, oldnew ...string) string {
+	t.Helper()
+	demo, err := assets.FS.ReadFile(assets.DemoCompose)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := string(demo)
+	for i := 0; i+1 < len(oldnew); i += 2 {
+		if !strings.Contains(def, oldnew[i]) {
+			t.Fatalf("the demo definition changed shape: this test replaces %q, which it lacks", oldnew[i])
+		}
+	}
+	return strings.NewReplacer(oldnew...).Replace(def)
 }
 
 // run runs outpost with args in the harness directory and waits.

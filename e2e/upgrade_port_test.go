@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	assets "github.com/outpostdev/outpost/embed"
 )
 
 // The embedded demo's web publishes a fixed host port and sits behind the
@@ -29,19 +27,14 @@ import (
 func TestUpgradeFixedPortRotatesThroughDaemon(t *testing.T) {
 	h := newHarness(t)
 	h.must(10*time.Minute, "demo-image")
-	demo, err := assets.FS.ReadFile(assets.DemoCompose)
-	if err != nil {
-		t.Fatal(err)
-	}
 	name := "updemo" + uniq()
 	p := ports(3)
 	webPort, httpsPort, healthPort := p[0], p[1], p[2]
-	v1 := strings.NewReplacer(
+	v1 := demoDefinition(t,
 		"name: outpost-demo", "name: "+name,
 		"${OUTPOST_DEMO_WEB_PORT:-18000}", fmt.Sprint(webPort),
 		"${OUTPOST_DEMO_HTTPS_PORT:-18443}", fmt.Sprint(httpsPort),
-		"${OUTPOST_DEMO_PROXY_HEALTH_PORT:-2020}", fmt.Sprint(healthPort),
-	).Replace(string(demo))
+		"${OUTPOST_DEMO_PROXY_HEALTH_PORT:-2020}", fmt.Sprint(healthPort))
 	webEnv := "      READY_MARKER: /tmp/web-ready\n"
 	if strings.Count(v1, webEnv) != 1 || strings.Count(v1, fmt.Sprint(webPort)) != 1 {
 		t.Fatalf("the demo definition changed shape; this test edits web's environment and port:\n%s", v1)

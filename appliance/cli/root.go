@@ -100,6 +100,7 @@ health-gated start, supervision, and state in SQLite.`,
 	root.AddCommand(newProxyCmd(g))
 	root.AddCommand(newCheckCmd(g))
 	root.AddCommand(newBundleCmd(g))
+	root.AddCommand(newExportCmd(g))
 	root.AddCommand(upgradeCommands(g)...)
 	return root
 }
