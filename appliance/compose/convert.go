@@ -34,6 +34,7 @@ type converter struct {
 	xsvc      map[string]*xService // merged per-service x-outpost blocks
 	name      string
 	proxySvc  string
+	replaced  *model.Service // the proxy service, converted (keepReplaced)
 	buildOnly map[string]bool
 	appliance *model.Appliance
 }
@@ -57,6 +58,7 @@ func (c *converter) convert() *model.Appliance {
 	c.buildOnly = map[string]bool{}
 	for _, name := range c.project.ServiceNames() {
 		if name == c.proxySvc {
+			c.keepReplaced(name)
 			continue
 		}
 		if s := c.service(c.project.Services[name]); s != nil {
@@ -465,6 +467,19 @@ func (c *converter) dependsOn(s types.ServiceConfig) map[string]model.Dependency
 	return out
 }
 
+// keepReplaced converts the service the embedded proxy replaces as any
+// other, without reporting on it (it never runs under Outpost), for
+// exports to runtimes that have no embedded proxy.
+func (c *converter) keepReplaced(name string) {
+	rep, build := c.rep, c.buildOnly[name]
+	c.rep = &report{src: rep.src}
+	c.replaced = c.service(c.project.Services[name])
+	c.rep = rep
+	if !build {
+		delete(c.buildOnly, name)
+	}
+}
+
 // replaceProxyService drops depends_on entries on the service the embedded
 // proxy replaces.
 func (c *converter) replaceProxyService() {
@@ -595,6 +610,7 @@ func (c *converter) proxy() {
 			Upstream: r.Upstream, Redirect: r.Redirect, Respond: r.Respond, Status: r.Status, Headers: r.Headers,
 		})
 	}
+	p.Replaced = c.replaced
 	c.appliance.Proxy = p
 }
 

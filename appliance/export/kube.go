@@ -127,13 +127,18 @@ func Kube(app *model.Appliance, opts Options) ([]byte, []Note, error) {
 			return nil, nil, err
 		}
 	}
+	if p := app.Proxy; p != nil && p.Replaced != nil {
+		if err := x.service(p.Replaced); err != nil {
+			return nil, nil, err
+		}
+	}
 	for _, j := range app.Jobs {
 		if err := x.job(j); err != nil {
 			return nil, nil, err
 		}
 	}
 	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "# %s %s exported by outpost for %s; see docs/export.md for what is and is not carried over.\n", app.Name, app.Version, opts.Target)
+	fmt.Fprintf(&buf, "# %s exported by outpost for %s; see docs/export.md for what is and is not carried over.\n", strings.TrimSpace(app.Name+" "+app.Version), opts.Target)
 	for _, o := range x.objects {
 		b, err := encode(o)
 		if err != nil {
@@ -172,8 +177,10 @@ func (x *exporter) checkSecrets() error {
 }
 
 func (x *exporter) appNotes() {
-	if p := x.app.Proxy; p != nil {
+	if p := x.app.Proxy; p != nil && p.Replaced == nil {
 		x.note("x-outpost.proxy", "the embedded proxy is not exported (it is part of `outpost run`); put an Ingress or a proxy of your own in front of the services it routes to (`outpost proxy routes` lists them)")
+	} else if p != nil {
+		x.note("x-outpost.proxy", "the embedded proxy is not exported; service %s, which it replaces under Outpost, is written as the Compose file defines it, without Outpost's health gating, maintenance page or local CA", p.Replaced.Name)
 	}
 	for _, key := range sortedKeys(x.app.Networks) {
 		n := x.app.Networks[key]
@@ -531,6 +538,19 @@ func (x *exporter) mounts(svc *model.Service, c *core.Container, pod *core.PodSp
 			vname = add(core.Volume{Name: kubeName(m.Source), VolumeSource: core.VolumeSource{
 				PersistentVolumeClaim: &core.PersistentVolumeClaimVolumeSource{ClaimName: ClaimName(x.app, m.Source)}}})
 		case model.MountBind:
+			if text, ok := x.caddyfile(m); ok && !x.podman() {
+				// The proxy's Caddyfile, {$VAR}s resolved, from a ConfigMap.
+				cm := kubeName(x.app.Name + "-caddyfile")
+				x.objects = append(x.objects, &core.ConfigMap{
+					TypeMeta:   meta.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+					ObjectMeta: x.meta(cm, nil),
+					Data:       map[string]string{"Caddyfile": text},
+				})
+				vname = add(core.Volume{Name: "caddyfile", VolumeSource: core.VolumeSource{ConfigMap: &core.ConfigMapVolumeSource{
+					LocalObjectReference: core.LocalObjectReference{Name: cm}}}})
+				c.VolumeMounts = append(c.VolumeMounts, core.VolumeMount{Name: vname, MountPath: m.Target, SubPath: "Caddyfile", ReadOnly: true})
+				continue
+			}
 			if !x.podman() {
 				x.note(fmt.Sprintf("%s.volumes[%d]", where, i), "bind mount of %s written as a hostPath: the path must exist on whichever node runs the pod", m.Source)
 			}
@@ -549,6 +569,21 @@ func (x *exporter) mounts(svc *model.Service, c *core.Container, pod *core.PodSp
 			Medium: core.StorageMediumMemory, SizeLimit: resource.NewQuantity(svc.ShmSize, resource.BinarySI)}}})
 		c.VolumeMounts = append(c.VolumeMounts, core.VolumeMount{Name: vname, MountPath: "/dev/shm"})
 	}
+}
+
+// caddyfile returns the captured text of the proxy's Caddyfile when m
+// bind-mounts that file (the replaced proxy service of a Caddyfile
+// appliance, as Tale's compose.yml mounts it).
+func (x *exporter) caddyfile(m model.Mount) (string, bool) {
+	p := x.app.Proxy
+	if p == nil || p.Caddyfile == "" || p.CaddyfileText == "" {
+		return "", false
+	}
+	path := p.Caddyfile
+	if !filepath.IsAbs(path) && len(x.app.Sources) > 0 && filepath.IsAbs(x.app.Sources[0]) {
+		path = filepath.Join(filepath.Dir(x.app.Sources[0]), path)
+	}
+	return p.CaddyfileText, filepath.Clean(path) == filepath.Clean(m.Source)
 }
 
 var numericUser = regexp.MustCompile(`^([0-9]+)(?::([0-9]+))?$`)

@@ -168,6 +168,7 @@ func checkManifests(t *testing.T, out []byte, opts export.Options, notes []expor
 		podLabels  []map[string]string
 		services   []core.Service
 		claims     = map[string]bool{}
+		configMaps = map[string]bool{}
 		secretKeys map[string]bool
 	)
 	// Claims the operator is told to create count as written.
@@ -219,6 +220,10 @@ func checkManifests(t *testing.T, out []byte, opts export.Options, notes []expor
 			strict(&o)
 			pods = append(pods, o.Spec)
 			podLabels = append(podLabels, o.Labels)
+		case "ConfigMap":
+			var o core.ConfigMap
+			strict(&o)
+			configMaps[o.Name] = true
 		case "Service":
 			var o core.Service
 			strict(&o)
@@ -267,6 +272,9 @@ func checkManifests(t *testing.T, out []byte, opts export.Options, notes []expor
 		for _, v := range p.Volumes {
 			if c := v.PersistentVolumeClaim; c != nil && !claims[c.ClaimName] {
 				t.Errorf("volume %s claims %s, which the export does not write", v.Name, c.ClaimName)
+			}
+			if c := v.ConfigMap; c != nil && !configMaps[c.Name] {
+				t.Errorf("volume %s uses config map %s, which the export does not write", v.Name, c.Name)
 			}
 		}
 		for _, c := range p.Containers {
@@ -329,5 +337,76 @@ func TestKubeNeverWritesSecretValuesUnasked(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no note says how to create the Secret: %v", notes)
+	}
+}
+
+// A Caddyfile appliance whose proxy service Outpost replaces (as Tale's
+// compose.yml has it): the export writes that service back, its Caddyfile
+// in a ConfigMap, since a cluster has no embedded proxy.
+func TestKubeWritesTheReplacedProxyService(t *testing.T) {
+	dir := t.TempDir()
+	caddyfile := "{$SITE_ADDRESS:localhost} {\n\treverse_proxy platform:3000\n}\n"
+	for name, content := range map[string]string{
+		"Caddyfile": caddyfile,
+		"compose.yml": `name: tale
+x-outpost:
+  proxy:
+    service: proxy
+    caddyfile: Caddyfile
+services:
+  platform:
+    image: registry.example.com/tale/platform:1.2.0
+  proxy:
+    image: docker.io/library/caddy:2.8
+    ports: ["80:80", "443:443"]
+    volumes:
+      - ./Caddyfile:/etc/caddy/Caddyfile:ro
+      - caddy-data:/data
+    depends_on: [platform]
+volumes:
+  caddy-data:
+`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	app, _, err := compose.Load(context.Background(), compose.Options{Files: []string{filepath.Join(dir, "compose.yml")}, Environ: map[string]string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if app.Proxy == nil || app.Proxy.Replaced == nil || app.Proxy.Replaced.Image != "docker.io/library/caddy:2.8" {
+		t.Fatalf("the loader did not keep the replaced proxy service: %+v", app.Proxy)
+	}
+	if _, ok := app.Services["proxy"]; ok {
+		t.Fatal("the replaced proxy service is among the services Outpost runs")
+	}
+	resolved := "localhost {\n\treverse_proxy platform:3000\n}\n"
+	app.Proxy.CaddyfileText = resolved // what proxy.Capture stores at load
+	out, notes, err := export.Kube(app, export.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkManifests(t, out, export.Options{}, notes)
+	for _, want := range []string{
+		"kind: ConfigMap\nmetadata:\n  labels:\n    app.kubernetes.io/part-of: tale\n  name: tale-caddyfile\n",
+		`  Caddyfile: "localhost {\n\treverse_proxy platform:3000\n}\n"` + "\n",
+		"image: docker.io/library/caddy:2.8",
+		"- mountPath: /etc/caddy/Caddyfile\n          name: caddyfile\n          readOnly: true\n          subPath: Caddyfile\n",
+		"claimName: tale-caddy-data",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("export lacks %q:\n%s", want, out)
+		}
+	}
+	said := false
+	for _, n := range notes {
+		said = said || (n.Where == "x-outpost.proxy" && strings.Contains(n.What, "service proxy, which it replaces under Outpost, is written"))
+		if strings.Contains(n.What, "/Caddyfile written as a hostPath") {
+			t.Errorf("the Caddyfile mount is noted as a hostPath: %s", n)
+		}
+	}
+	if !said {
+		t.Errorf("no note says the proxy service is written instead of the embedded proxy: %v", notes)
 	}
 }

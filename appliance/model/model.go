@@ -271,6 +271,11 @@ type Proxy struct {
 	// MaintenanceHTML is the content of MaintenancePage, captured at load
 	// like CaddyfileText.
 	MaintenanceHTML string `json:"maintenance_html,omitempty"`
+	// Replaced is Service as the Compose file defines it (nil when it
+	// names none, or the service has no image). Outpost never runs it;
+	// exports to runtimes without the embedded proxy write it. Not stored:
+	// it is no part of a revision.
+	Replaced *Service `json:"-"`
 }
 
 // Route is one proxy route.
