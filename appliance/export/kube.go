@@ -455,7 +455,7 @@ func (x *exporter) podSpec(svc *model.Service, args []string, where string) (*co
 		x.note(where+".stop_signal", "%s: Kubernetes always sends SIGTERM (or the image's STOPSIGNAL)", svc.StopSignal)
 	}
 	if len(svc.DependsOn) > 0 && !x.podman() {
-		x.note(where+".depends_on", "Kubernetes starts every pod at once: %s must retry until %s answers; its probes keep it out of service until then", svc.Name, strings.Join(sortedKeys(svc.DependsOn), ", "))
+		x.note(where+".depends_on", "Kubernetes starts every pod at once: %s must retry until each of %s answers; its probes keep it out of service until then", svc.Name, strings.Join(sortedKeys(svc.DependsOn), ", "))
 	}
 	grace := int64((svc.StopGracePeriod + time.Second - 1) / time.Second)
 	if grace > 0 && svc.StopGracePeriod != 30*time.Second {
