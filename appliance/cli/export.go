@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,8 +18,86 @@ func newExportCmd(g *globals) *cobra.Command {
 		Short: "Write the appliance for other runtimes (Kubernetes, podman kube play)",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newExportKubeCmd(g))
+	cmd.AddCommand(newExportKubeCmd(g), newExportQuadletCmd(g))
 	return cmd
+}
+
+func newExportQuadletCmd(g *globals) *cobra.Command {
+	var (
+		def   defOptions
+		out   string
+		force bool
+	)
+	cmd := &cobra.Command{
+		Use:   "quadlet",
+		Short: "Write the appliance as Podman Quadlet units (.container, .volume, .network)",
+		Long: `Write the appliance definition as Podman Quadlet units into a directory: a
+.network per network, a .volume per named volume, and a .container per
+service, per job (a oneshot unit) and for the service the embedded proxy
+replaces. depends_on becomes systemd ordering: a service with a healthcheck
+is active only once healthy (Notify=healthy), so a dependant's After= waits
+for service_healthy. Secrets are Podman secrets that the operator creates.
+The units are written with Podman's own unit-file writer and need Podman 5.
+
+What Quadlet cannot express is listed on standard error, each line naming
+the Compose or x-outpost field.`,
+		Example: `  outpost export quadlet -f compose.yml -o ~/.config/containers/systemd/
+  systemctl --user daemon-reload`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return errors.New("name the directory to write the units into with -o DIR")
+			}
+			l, err := def.load(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			p, err := g.paths()
+			if err != nil {
+				return err
+			}
+			files, notes, err := export.Quadlet(l.app, export.QuadletOptions{SecretsDir: secrets.Dir(p.StateDir, l.app.Name)})
+			if err != nil {
+				return err
+			}
+			if err := writeUnits(out, files, force); err != nil {
+				return err
+			}
+			for _, n := range notes {
+				fmt.Fprintln(g.streams.Err, "not carried over:", n.String())
+			}
+			for _, f := range files {
+				fmt.Fprintln(g.streams.Out, filepath.Join(out, f.Name))
+			}
+			return nil
+		},
+	}
+	def.register(cmd.Flags())
+	cmd.Flags().StringVarP(&out, "output", "o", "", "directory to write the units into (created if missing)")
+	cmd.Flags().BoolVar(&force, "force", false, "replace unit files that exist with other content")
+	return cmd
+}
+
+// writeUnits writes files into dir. Unless force, a file that exists
+// with other content is refused before anything is written.
+func writeUnits(dir string, files []export.QuadletFile, force bool) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	if !force {
+		for _, f := range files {
+			old, err := os.ReadFile(filepath.Join(dir, f.Name))
+			if err == nil && string(old) != f.Content {
+				return fmt.Errorf("%s exists with other content; nothing was written (pass --force to replace it)", filepath.Join(dir, f.Name))
+			}
+		}
+	}
+	for _, f := range files {
+		if err := writeExport(filepath.Join(dir, f.Name), []byte(f.Content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func newExportKubeCmd(g *globals) *cobra.Command {
@@ -80,7 +159,7 @@ is then created 0600.`,
 				_, err := g.streams.Out.Write(data)
 				return err
 			}
-			if err := writeExport(out, data); err != nil {
+			if err := writeExport(out, data, 0o600); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.streams.Err, "wrote %s (%d bytes)\n", out, len(data))
@@ -96,14 +175,19 @@ is then created 0600.`,
 	return cmd
 }
 
-// writeExport writes data to path 0600 (it may hold secret values) through
-// a temporary file beside it, so that a failure leaves no partial file.
-func writeExport(path string, data []byte) error {
+// writeExport writes data to path with perm (0600 for what may hold
+// secret values) through a temporary file beside it, so that a failure
+// leaves no partial file.
+func writeExport(path string, data []byte, perm os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
