@@ -78,17 +78,24 @@ the Compose or x-outpost field.`,
 	return cmd
 }
 
-// writeUnits writes files into dir. Unless force, a file that exists
-// with other content is refused before anything is written.
+// writeUnits writes files into dir. A file there that an earlier export
+// wrote and nobody changed since is replaced; unless force, any other file
+// of the same name (edited, or not an export's) is refused before anything
+// is written.
 func writeUnits(dir string, files []export.QuadletFile, force bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
 	if !force {
 		for _, f := range files {
-			old, err := os.ReadFile(filepath.Join(dir, f.Name))
-			if err == nil && string(old) != f.Content {
-				return fmt.Errorf("%s exists with other content; nothing was written (pass --force to replace it)", filepath.Join(dir, f.Name))
+			path := filepath.Join(dir, f.Name)
+			old, err := os.ReadFile(path)
+			switch {
+			case errors.Is(err, os.ErrNotExist):
+			case err != nil:
+				return fmt.Errorf("reading %s: %w", path, err)
+			case string(old) != f.Content && !export.Pristine(old):
+				return fmt.Errorf("%s was changed since it was exported, or is not an export's; nothing was written (pass --force to replace it)", path)
 			}
 		}
 	}

@@ -1,6 +1,8 @@
 package export
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -122,7 +124,29 @@ func (q *quadlet) add(name string, uf *parser.UnitFile) {
 		// The writer only fails on a failing io.Writer; a strings.Builder never does.
 		panic(err)
 	}
-	q.files = append(q.files, QuadletFile{Name: name, Content: "# Written by `outpost export quadlet` for " + strings.TrimSpace(q.app.Name+" "+q.app.Version) + "; see docs/export.md.\n" + text})
+	sum := sha256.Sum256([]byte(text))
+	header := fmt.Sprintf("# Written by `outpost export quadlet` for %s; see docs/export.md. %s%s\n",
+		strings.TrimSpace(q.app.Name+" "+q.app.Version), pristineMark, hex.EncodeToString(sum[:]))
+	q.files = append(q.files, QuadletFile{Name: name, Content: header + text})
+}
+
+// pristineMark precedes, on a unit's first line, the sha256 of the rest.
+const pristineMark = "body sha256:"
+
+// Pristine reports whether data is a unit file as an export wrote it: its
+// first line carries the sha256 of the rest, and the rest still has it. A
+// new export may replace such a file; an edited one is the operator's.
+func Pristine(data []byte) bool {
+	first, rest, ok := strings.Cut(string(data), "\n")
+	if !ok || !strings.HasPrefix(first, "# Written by `outpost export quadlet`") {
+		return false
+	}
+	i := strings.LastIndex(first, pristineMark)
+	if i < 0 {
+		return false
+	}
+	sum := sha256.Sum256([]byte(rest))
+	return first[i+len(pristineMark):] == hex.EncodeToString(sum[:])
 }
 
 func (q *quadlet) network(n *model.Network) {
