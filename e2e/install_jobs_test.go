@@ -241,6 +241,23 @@ func TestSecretSurvivesRollbackAndRestore(t *testing.T) {
 			t.Fatalf("the secret's value is in %s", p)
 		}
 	}
+
+	// Exports write the value only when asked to, and then this one.
+	value := string(bytes.TrimSpace(secret))
+	r = h.must(time.Minute, "export", "kube", "-f", v1)
+	if strings.Contains(r.stdout, value) {
+		t.Error("export kube wrote the secret's value without --with-secrets")
+	}
+	if from := "--from-file=api-token=" + filepath.Join(h.stateDir, "secrets", "instjobs", "api-token"); !strings.Contains(r.stderr, from) {
+		t.Errorf("export kube does not say how to create the Secret from this box's file (%s):\n%s", from, r.stderr)
+	}
+	r = h.must(time.Minute, "export", "kube", "-f", v1, "--with-secrets")
+	if !strings.Contains(r.stdout, "kind: Secret") || !strings.Contains(r.stdout, value) {
+		t.Errorf("export kube --with-secrets lacks the Secret with the value:\n%s", r.stdout)
+	}
+	if r = h.run(time.Minute, "export", "kube", "-f", v1, "--target", "podman"); r.code == 0 || !strings.Contains(r.stderr, "x-outpost.secrets.api-token") || !strings.Contains(r.stderr, "--with-secrets") {
+		t.Errorf("export kube --target podman without --with-secrets: exit %d\n%s", r.code, r.stderr)
+	}
 }
 
 // envValue returns NAME's value in `podman inspect`'s environment lines.
