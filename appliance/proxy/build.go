@@ -27,6 +27,18 @@ const TryDuration = 5 * time.Second
 // again (lb_try_interval).
 const TryInterval = 250 * time.Millisecond
 
+// UpstreamIdleTimeout is how long a pooled connection to a service's
+// container may sit unused before the proxy closes it (Caddy's HTTP
+// transport keep_alive idle_timeout, default 2 min), unless the vendor set
+// one. Go's HTTP transport leaves behind connections that it dialled for
+// a request another connection served; a Go server being shut down counts
+// such a never-used connection as busy until it is 5 s old, so the
+// container an upgrade just moved traffic away from would not exit on
+// SIGTERM before its stop timeout. Idle for this long, the proxy closes
+// them first. Busy connections are not affected; a quiet one costs a
+// loopback dial.
+const UpstreamIdleTimeout = time.Second
+
 // GracePeriod bounds how long stopping or reloading the proxy waits for
 // open requests (WebSockets included) before closing them.
 const GracePeriod = 10 * time.Second
@@ -458,6 +470,14 @@ func (d *doc) rewriteUpstreams(ports map[string]map[uint16]uint16) ([]Target, er
 		}
 		delete(h, "upstreams")
 		h["dynamic_upstreams"] = obj{"source": "outpost", "upstreams": out}
+		switch tr, _ := h["transport"].(obj); {
+		case tr == nil:
+			h["transport"] = obj{"protocol": "http", "keep_alive": obj{"idle_timeout": UpstreamIdleTimeout.String()}}
+		case tr["protocol"] == "http":
+			if ka := child(tr, "keep_alive"); ka["idle_timeout"] == nil {
+				ka["idle_timeout"] = UpstreamIdleTimeout.String()
+			}
+		}
 		lb := child(h, "load_balancing")
 		if _, ok := lb["try_duration"]; !ok {
 			lb["try_duration"] = TryDuration.String()

@@ -307,3 +307,50 @@ func TestListenRedirects(t *testing.T) {
 		}
 	}
 }
+
+// Service upstreams close pooled connections idle for UpstreamIdleTimeout
+// (so a container traffic moved away from is not held up in its graceful
+// shutdown); the vendor's transport options are kept, its own idle
+// timeout wins, and upstreams that are no service keep Caddy's defaults.
+func TestBuildUpstreamIdleTimeout(t *testing.T) {
+	app := taleApp(&model.Proxy{
+		Service: "proxy", Caddyfile: "Caddyfile", TLS: model.TLSOff,
+		CaddyfileText: ":18082 {\n" +
+			"\treverse_proxy /a/* platform:3000 {\n\t\ttransport http {\n\t\t\tread_timeout 7s\n\t\t}\n\t}\n" +
+			"\treverse_proxy /b/* convex:3210\n" +
+			"\treverse_proxy /c/* convex:3211 {\n\t\ttransport http {\n\t\t\tkeepalive 30s\n\t\t}\n\t}\n" +
+			"\treverse_proxy /d/* 127.0.0.1:9000\n" +
+			"}\n",
+	})
+	cfg, err := Build(app, BuildOptions{StateDir: "/var/lib/outpost", Ports: talePorts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	validateConfig(t, cfg.JSON)
+	var doc map[string]any
+	if err := json.Unmarshal(cfg.JSON, &doc); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	walk(doc, func(h obj) {
+		if h["handler"] != "reverse_proxy" {
+			return
+		}
+		key := "static"
+		if d, ok := h["dynamic_upstreams"].(obj); ok {
+			u := d["upstreams"].(arr)[0].(obj)
+			key = fmt.Sprintf("%s:%v", u["service"], u["port"])
+		}
+		tr, _ := json.Marshal(h["transport"])
+		got[key] = string(tr)
+	})
+	want := map[string]string{
+		"platform:3000": `{"keep_alive":{"idle_timeout":"1s"},"protocol":"http","read_timeout":7000000000}`,
+		"convex:3210":   `{"keep_alive":{"idle_timeout":"1s"},"protocol":"http"}`,
+		"convex:3211":   `{"keep_alive":{"idle_timeout":30000000000},"protocol":"http"}`,
+		"static":        `null`,
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("transports =\n%v\nwant\n%v", got, want)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -260,5 +261,74 @@ func TestApplyPrivilegedPort(t *testing.T) {
 	_, err := p.Apply(context.Background(), app, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), ":443, :80") || !strings.Contains(err.Error(), "CAP_NET_BIND_SERVICE") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// The running proxy closes a service connection idle for
+// UpstreamIdleTimeout, so a Go server being shut down (the container an
+// upgrade moved traffic away from) finds none it must wait 5 s for.
+func TestIdleUpstreamConnsAreClosed(t *testing.T) {
+	var mu sync.Mutex
+	open := map[net.Conn]bool{}
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "platform")
+	}))
+	backend.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		if s == http.StateClosed || s == http.StateHijacked {
+			delete(open, c)
+		} else {
+			open[c] = true
+		}
+	}
+	backend.Start()
+	defer backend.Close()
+	openConns := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(open)
+	}
+	sitePort := freePort(t)
+	app := taleApp(&model.Proxy{TLS: model.TLSOff, Sites: []string{fmt.Sprintf(":%d", sitePort)}, Routes: []model.Route{{Upstream: "platform:3000"}}})
+	p := New(Options{StateDir: t.TempDir(), Log: newTextLogger(io.Discard)})
+	if _, err := p.Apply(context.Background(), app, map[string]map[uint16]uint16{"platform": {3000: backendPort(t, backend)}}, map[string]bool{"platform": true}); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	url := fmt.Sprintf("http://127.0.0.1:%d/", sitePort)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if code, body, err := plainGet(url); err != nil || code != 200 || body != "platform" {
+				t.Errorf("GET = %d %q %v", code, body, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if openConns() == 0 {
+		t.Fatal("the proxy keeps no connection to the upstream after the load: nothing to test")
+	}
+	start := time.Now()
+	for openConns() > 0 {
+		if time.Since(start) > UpstreamIdleTimeout+2*time.Second {
+			t.Fatalf("%d connections to the upstream still open %s after the load", openConns(), time.Since(start).Round(time.Millisecond))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if d := time.Since(start); d < UpstreamIdleTimeout/2 {
+		t.Errorf("connections closed after %s: before the idle timeout, so the pool does not work", d)
+	}
+	// And a Go server shutting down now returns at once.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	if err := backend.Config.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d > time.Second {
+		t.Errorf("the backend's graceful shutdown took %s", d)
 	}
 }
