@@ -151,15 +151,11 @@ func Kube(app *model.Appliance, opts Options) ([]byte, []Note, error) {
 }
 
 type exporter struct {
+	noter
 	app     *model.Appliance
 	opts    Options
 	storage resource.Quantity
 	objects []any
-	notes   []Note
-}
-
-func (x *exporter) note(where, format string, args ...any) {
-	x.notes = append(x.notes, Note{Where: where, What: fmt.Sprintf(format, args...)})
 }
 
 func (x *exporter) podman() bool { return x.opts.Target == TargetPodman }
@@ -177,11 +173,7 @@ func (x *exporter) checkSecrets() error {
 }
 
 func (x *exporter) appNotes() {
-	if p := x.app.Proxy; p != nil && p.Replaced == nil {
-		x.note("x-outpost.proxy", "the embedded proxy is not exported (it is part of `outpost run`); put an Ingress or a proxy of your own in front of the services it routes to (`outpost proxy routes` lists them)")
-	} else if p != nil {
-		x.note("x-outpost.proxy", "the embedded proxy is not exported; service %s, which it replaces under Outpost, is written as the Compose file defines it, without Outpost's health gating, maintenance page or local CA", p.Replaced.Name)
-	}
+	x.proxyNote(x.app, "put an Ingress or a proxy of your own")
 	for _, key := range sortedKeys(x.app.Networks) {
 		n := x.app.Networks[key]
 		if n.Internal {
@@ -200,6 +192,11 @@ func (x *exporter) appNotes() {
 }
 
 func (x *exporter) meta(name string, extra map[string]string) meta.ObjectMeta {
+	return meta.ObjectMeta{Name: name, Namespace: x.opts.Namespace, Labels: x.labels(extra)}
+}
+
+// labels are the appliance's labels (part-of, version) and extra.
+func (x *exporter) labels(extra map[string]string) map[string]string {
 	labels := map[string]string{
 		"app.kubernetes.io/part-of": kubeName(x.app.Name),
 	}
@@ -207,7 +204,7 @@ func (x *exporter) meta(name string, extra map[string]string) meta.ObjectMeta {
 		labels["app.kubernetes.io/version"] = x.app.Version
 	}
 	maps.Copy(labels, extra)
-	return meta.ObjectMeta{Name: name, Namespace: x.opts.Namespace, Labels: labels}
+	return labels
 }
 
 func (x *exporter) volumes() {
@@ -309,7 +306,7 @@ func (x *exporter) service(svc *model.Service) error {
 			Replicas: &replicas,
 			Selector: &meta.LabelSelector{MatchLabels: labels},
 			Strategy: strategy,
-			Template: core.PodTemplateSpec{ObjectMeta: meta.ObjectMeta{Labels: x.meta("", labels).Labels}, Spec: *pod},
+			Template: core.PodTemplateSpec{ObjectMeta: meta.ObjectMeta{Labels: x.labels(labels)}, Spec: *pod},
 		},
 	})
 	// A headless Service per name: cluster DNS then resolves the Compose
@@ -482,13 +479,9 @@ func (x *exporter) podSpec(svc *model.Service, args []string, where string) (*co
 // to the Secret (kubernetes) or inline (podman). A literal "$(" is
 // written "$$(": Kubernetes would otherwise expand it.
 func (x *exporter) env(svc *model.Service, where string) ([]core.EnvVar, error) {
-	secretEnv := map[string]string{} // env name → secret name
-	for _, sn := range svc.Secrets {
-		i := slices.IndexFunc(x.app.Secrets, func(s *model.Secret) bool { return s.Name == sn })
-		if i < 0 {
-			return nil, fmt.Errorf("%s.secrets: %s is not declared in x-outpost.secrets", where, sn)
-		}
-		secretEnv[x.app.Secrets[i].Env] = sn
+	secretEnv, err := secretEnvs(x.app, svc, where)
+	if err != nil {
+		return nil, err
 	}
 	var out []core.EnvVar
 	for _, k := range sortedKeys(svc.Environment) {
@@ -579,11 +572,7 @@ func (x *exporter) caddyfile(m model.Mount) (string, bool) {
 	if p == nil || p.Caddyfile == "" || p.CaddyfileText == "" {
 		return "", false
 	}
-	path := p.Caddyfile
-	if !filepath.IsAbs(path) && len(x.app.Sources) > 0 && filepath.IsAbs(x.app.Sources[0]) {
-		path = filepath.Join(filepath.Dir(x.app.Sources[0]), path)
-	}
-	return p.CaddyfileText, filepath.Clean(path) == filepath.Clean(m.Source)
+	return p.CaddyfileText, filepath.Clean(x.app.ResolvePath(p.Caddyfile)) == filepath.Clean(m.Source)
 }
 
 var numericUser = regexp.MustCompile(`^([0-9]+)(?::([0-9]+))?$`)
@@ -629,9 +618,7 @@ func (x *exporter) security(svc *model.Service, c *core.Container, where string)
 func (x *exporter) probes(svc *model.Service, c *core.Container, where string) {
 	hc := svc.Healthcheck
 	if hc == nil {
-		if len(svc.ReadyMarkers) > 0 {
-			x.note(where, "ready_markers without a healthcheck are not exported; add a healthcheck that tests them")
-		}
+		x.markersWithoutHealthcheck(svc, where)
 		return
 	}
 	var cmd []string
@@ -681,9 +668,9 @@ func (x *exporter) probes(svc *model.Service, c *core.Container, where string) {
 }
 
 func (x *exporter) job(j *model.Job) error {
-	svc, ok := x.app.Services[j.Service]
-	if !ok {
-		return fmt.Errorf("x-outpost.jobs.%s.service: %s is not a service of the appliance", j.Name, j.Service)
+	svc, err := jobService(x.app, j)
+	if err != nil {
+		return err
 	}
 	where := "x-outpost.jobs." + j.Name
 	// The job runs in the service's image with its environment and mounts,

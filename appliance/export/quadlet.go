@@ -1,6 +1,7 @@
 package export
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -50,13 +51,16 @@ func Quadlet(app *model.Appliance, opts QuadletOptions) ([]QuadletFile, []Note, 
 		}
 	}
 	for _, j := range app.Jobs {
-		svc, ok := app.Services[j.Service]
-		if !ok {
-			return nil, nil, fmt.Errorf("x-outpost.jobs.%s.service: %s is not a service of the appliance", j.Name, j.Service)
+		svc, err := jobService(app, j)
+		if err != nil {
+			return nil, nil, err
 		}
 		if err := q.container(svc, j); err != nil {
 			return nil, nil, err
 		}
+	}
+	if q.err != nil {
+		return nil, nil, q.err
 	}
 	return q.files, q.notes, nil
 }
@@ -69,22 +73,15 @@ type QuadletOptions struct {
 }
 
 type quadlet struct {
+	noter
 	app   *model.Appliance
 	opts  QuadletOptions
 	files []QuadletFile
-	notes []Note
-}
-
-func (q *quadlet) note(where, format string, args ...any) {
-	q.notes = append(q.notes, Note{Where: where, What: fmt.Sprintf(format, args...)})
+	err   error // the first unit that could not be written
 }
 
 func (q *quadlet) appNotes() {
-	if p := q.app.Proxy; p != nil && p.Replaced == nil {
-		q.note("x-outpost.proxy", "the embedded proxy is not exported (it is part of `outpost run`); run a proxy of your own in front of the services it routes to (`outpost proxy routes` lists them)")
-	} else if p != nil {
-		q.note("x-outpost.proxy", "the embedded proxy is not exported; service %s, which it replaces under Outpost, is written as the Compose file defines it, without Outpost's health gating, maintenance page or local CA", p.Replaced.Name)
-	}
+	q.proxyNote(q.app, "run a proxy of your own")
 	if len(q.app.VolumeMigrations) > 0 {
 		q.note("x-outpost.volumes.migrations", "not exported: they are an Outpost upgrade step")
 	}
@@ -121,8 +118,8 @@ func (q *quadlet) networkUnit(key string) string { return kubeName(q.app.Name + 
 func (q *quadlet) add(name string, uf *parser.UnitFile) {
 	text, err := uf.ToString()
 	if err != nil {
-		// The writer only fails on a failing io.Writer; a strings.Builder never does.
-		panic(err)
+		q.err = cmp.Or(q.err, fmt.Errorf("writing unit %s: %w", name, err))
+		return
 	}
 	sum := sha256.Sum256([]byte(text))
 	header := fmt.Sprintf("# Written by `outpost export quadlet` for %s; see docs/export.md. %s%s\n",
@@ -291,13 +288,9 @@ func startTimeout(svc *model.Service) int64 {
 }
 
 func (q *quadlet) environment(uf *parser.UnitFile, svc *model.Service, where string) error {
-	secretEnv := map[string]string{}
-	for _, sn := range svc.Secrets {
-		i := slices.IndexFunc(q.app.Secrets, func(s *model.Secret) bool { return s.Name == sn })
-		if i < 0 {
-			return fmt.Errorf("%s.secrets: %s is not declared in x-outpost.secrets", where, sn)
-		}
-		secretEnv[q.app.Secrets[i].Env] = sn
+	secretEnv, err := secretEnvs(q.app, svc, where)
+	if err != nil {
+		return err
 	}
 	for _, k := range sortedKeys(svc.Environment) {
 		if _, ok := secretEnv[k]; ok {
@@ -381,9 +374,7 @@ func (q *quadlet) mounts(uf *parser.UnitFile, svc *model.Service, where string) 
 func (q *quadlet) health(uf *parser.UnitFile, svc *model.Service, where string) {
 	hc := svc.Healthcheck
 	if hc == nil {
-		if len(svc.ReadyMarkers) > 0 {
-			q.note(where, "ready_markers without a healthcheck are not exported; add a healthcheck that tests them")
-		}
+		q.markersWithoutHealthcheck(svc, where)
 		return
 	}
 	const c = "Container"

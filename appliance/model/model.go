@@ -5,6 +5,7 @@
 package model
 
 import (
+	"path/filepath"
 	"sort"
 	"time"
 )
@@ -50,6 +51,16 @@ func (a *Appliance) ServiceNames() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// ResolvePath resolves a path written in the definition (a Caddyfile, a
+// maintenance page) against the directory of its first Compose file; an
+// absolute path, or a definition not loaded from a file, keeps it as is.
+func (a *Appliance) ResolvePath(name string) string {
+	if filepath.IsAbs(name) || len(a.Sources) == 0 || !filepath.IsAbs(a.Sources[0]) {
+		return name
+	}
+	return filepath.Join(filepath.Dir(a.Sources[0]), name)
 }
 
 // Role says how a service may be replaced during an upgrade.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -35,7 +34,7 @@ func Capture(app *model.Appliance, env map[string]string) ([]string, error) {
 	}
 	var warnings []string
 	if p.Caddyfile != "" {
-		path := resolvePath(app, p.Caddyfile)
+		path := app.ResolvePath(p.Caddyfile)
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("x-outpost.proxy.caddyfile: reading %s: %w", path, err)
@@ -47,7 +46,7 @@ func Capture(app *model.Appliance, env map[string]string) ([]string, error) {
 		p.CaddyfileText = text
 	}
 	if p.MaintenancePage != "" {
-		path := resolvePath(app, p.MaintenancePage)
+		path := app.ResolvePath(p.MaintenancePage)
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("x-outpost.proxy.maintenance_page: reading %s: %w", path, err)
@@ -61,14 +60,6 @@ func Capture(app *model.Appliance, env map[string]string) ([]string, error) {
 	return append(warnings, needs.Warnings...), nil
 }
 
-// resolvePath resolves a path of the definition against the directory of
-// its first Compose file.
-func resolvePath(app *model.Appliance, name string) string {
-	if filepath.IsAbs(name) || len(app.Sources) == 0 || !filepath.IsAbs(app.Sources[0]) {
-		return name
-	}
-	return filepath.Join(filepath.Dir(app.Sources[0]), name)
-}
 
 // ResolveEnv replaces the Caddyfile environment placeholders {$VAR} and
 // {$VAR:default} in text the way Caddy's own parser does, but looking
@@ -113,7 +104,7 @@ func ResolveEnv(text string, lookup func(string) (string, bool)) (string, []stri
 // caddyfileName is the file name the adapter reports errors against
 // (imports resolve relative to it).
 func (d *doc) caddyfileName() string {
-	return resolvePath(d.app, d.p.Caddyfile)
+	return d.app.ResolvePath(d.p.Caddyfile)
 }
 
 // loadCaddyfile adapts the captured Caddyfile with Caddy's own adapter and
