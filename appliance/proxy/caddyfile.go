@@ -60,7 +60,6 @@ func Capture(app *model.Appliance, env map[string]string) ([]string, error) {
 	return append(warnings, needs.Warnings...), nil
 }
 
-
 // ResolveEnv replaces the Caddyfile environment placeholders {$VAR} and
 // {$VAR:default} in text the way Caddy's own parser does, but looking
 // variables up with lookup instead of in the process environment. It
